@@ -1,0 +1,1 @@
+//! Avro schemas and typed encoding/decoding (filled in below).

@@ -1,0 +1,248 @@
+//! Rule 2: Sales contacts become Commerce customers of party type Person, accounts of party type
+//! Organization (CustomersV3 fields through `mapping.contact_to_person` / `account_to_organization`).
+//!
+//! Which records sync is `customers.sync`; by default only those qualified from a B2B lead. The first
+//! contact and the first account qualified from a lead are linked to its case: they are the requester
+//! and the organization the approval's hierarchy is built from. Later edits are plain customer updates
+//! and never touch the prospect. The Commerce `CustomerAccount` is fixed at the first sync (the Sales
+//! integration key if set, else one derived from the Sales id), because changing an integration key
+//! breaks the dual-write link; a later change of the key raises an alert instead of moving the customer.
+//! Deletes are not propagated: Commerce customers are never deleted by the connector.
+
+use super::state::{CustomerLink, Origin};
+use super::{
+    ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason, SkipReason,
+};
+use crate::mapping::FieldMap;
+use crate::model::{
+    Account, AlertKind, Change, ChangeHeader, Command, Contact, CustomerUpsert, Operation,
+};
+use crate::settings::CustomerSync;
+
+/// What the customer rule needs to know about a contact or an account.
+struct Candidate<'a> {
+    entity: &'static str,
+    id: &'a str,
+    header: &'a ChangeHeader,
+    originating_lead: Option<&'a str>,
+    integration_key: Option<&'a str>,
+    /// Whether the `sellable` filter selects it on its own (msdyn_sellable / customertypecode = 3).
+    sellable: bool,
+    party_type: &'a str,
+    map: &'a FieldMap,
+    field: &'a dyn Fn(&str) -> Option<&'a str>,
+}
+
+impl Engine {
+    pub(super) fn on_contact(
+        &self,
+        state: &mut EngineState,
+        c: &Change<Contact>,
+        out: &mut Out,
+    ) -> Disposition {
+        let r = &c.record;
+        self.on_customer(
+            state,
+            Candidate {
+                entity: "contact",
+                id: &r.contactid,
+                header: &c.header,
+                originating_lead: non_empty(&r.originatingleadid),
+                integration_key: non_empty(&r.msdyn_contactpersonid),
+                sellable: r.msdyn_sellable == Some(true),
+                party_type: &self.cfg.person_party_type,
+                map: &self.cfg.contact_to_person,
+                field: &|f| r.text_field(f),
+            },
+            out,
+        )
+    }
+
+    pub(super) fn on_account(
+        &self,
+        state: &mut EngineState,
+        c: &Change<Account>,
+        out: &mut Out,
+    ) -> Disposition {
+        let r = &c.record;
+        self.on_customer(
+            state,
+            Candidate {
+                entity: "account",
+                id: &r.accountid,
+                header: &c.header,
+                originating_lead: non_empty(&r.originatingleadid),
+                integration_key: non_empty(&r.accountnumber),
+                sellable: r.customertypecode == Some(3),
+                party_type: &self.cfg.organization_party_type,
+                map: &self.cfg.account_to_organization,
+                field: &|f| r.text_field(f),
+            },
+            out,
+        )
+    }
+
+    fn on_customer(&self, state: &mut EngineState, c: Candidate<'_>, out: &mut Out) -> Disposition {
+        let selected_alone = match self.cfg.customer_sync {
+            CustomerSync::B2bLeads => false,
+            CustomerSync::Sellable => c.sellable,
+            CustomerSync::All => true,
+        };
+        let cause = c.header.change_id.as_str();
+        let link_key = format!("{}/{}", c.entity, c.id);
+
+        // Find the case, and whether this record is the case's requester/organization.
+        let mut case_company = None;
+        if let Some(lead) = c.originating_lead {
+            let case = state.cases.entry(lead.to_string()).or_default();
+            match case.origin {
+                Origin::Unknown if !selected_alone => {
+                    return Disposition::Parked(ParkReason::LeadNotSeen)
+                }
+                Origin::Foreign if !selected_alone => {
+                    return Disposition::Skipped(SkipReason::NotB2b)
+                }
+                Origin::Foreign => {}
+                Origin::B2b | Origin::Unknown => {
+                    if case.duplicates.contains(c.id) {
+                        return Disposition::Skipped(SkipReason::RequalifiedDuplicate);
+                    }
+                    let slot = if c.entity == "contact" {
+                        &mut case.contact
+                    } else {
+                        &mut case.account
+                    };
+                    match slot {
+                        None => *slot = Some(c.id.to_string()),
+                        Some(first) if first == c.id => {}
+                        Some(first) => {
+                            let first = first.clone();
+                            case.duplicates.insert(c.id.to_string());
+                            let company = case.company.clone();
+                            let prospect = case.prospect_id().map(str::to_string);
+                            self.alert(
+                                out,
+                                AlertKind::RequalifiedDuplicate,
+                                &link_key,
+                                cause,
+                                &company,
+                                prospect.as_deref(),
+                                format!(
+                                    "A second {} {} was qualified from lead {lead}; {first} is already linked to prospect {} and stays the \
+                                     one synced. Merge the two in Sales, or qualify the lead once.",
+                                    c.entity,
+                                    c.id,
+                                    prospect.as_deref().unwrap_or("?")
+                                ),
+                            );
+                            return Disposition::Emitted;
+                        }
+                    }
+                    case_company = Some(case.company.clone()).filter(|s| !s.is_empty());
+                }
+            }
+        } else if !selected_alone {
+            return Disposition::Skipped(SkipReason::NotB2b);
+        }
+
+        let existing = state.customers.get(&link_key);
+        if let Some(skip) = version_check(existing.map(|l| l.version), c.header.version) {
+            return Disposition::Skipped(skip);
+        }
+        if c.header.op == Operation::Delete {
+            if let Some(link) = state.customers.get_mut(&link_key) {
+                link.version = c.header.version;
+            }
+            return Disposition::Skipped(SkipReason::Deleted);
+        }
+
+        let company = existing.map(|l| l.company.clone()).unwrap_or_else(|| {
+            non_empty(&c.header.company)
+                .map(str::to_lowercase)
+                .or(case_company)
+                .unwrap_or_else(|| self.cfg.default_company.clone())
+        });
+        let customer_account = existing
+            .map(|l| l.customer_account.clone())
+            .or_else(|| c.integration_key.map(str::to_string))
+            .unwrap_or_else(|| {
+                ids::customer_account(&self.cfg.customer_account_prefix, c.entity, c.id)
+            });
+        let mut customer = CustomerUpsert {
+            data_area_id: company.clone(),
+            customer_account: customer_account.clone(),
+            party_type: c.party_type.to_string(),
+            ..CustomerUpsert::default()
+        };
+        for (target, source) in &c.map.0 {
+            customer.set_text_field(target, (c.field)(source).map(str::to_string));
+        }
+        customer
+            .customer_group_id
+            .get_or_insert_with(|| self.cfg.customer_group.clone());
+        customer
+            .sales_currency_code
+            .get_or_insert_with(|| self.cfg.sales_currency.clone());
+        let digest = digest(&customer);
+        customer.command_id = ids::command_id(
+            "customer_upsert",
+            &format!("{company}/{customer_account}"),
+            cause,
+        );
+        customer.caused_by = cause.to_string();
+
+        let mut emitted = false;
+        let key_moved = existing.is_some_and(|l| {
+            c.integration_key.is_some_and(|k| k != l.customer_account)
+                && l.last_key.as_deref() != c.integration_key
+        });
+        if key_moved {
+            let new_key = c.integration_key.unwrap_or_default();
+            self.alert(
+                out,
+                AlertKind::IntegrationKeyChanged,
+                &link_key,
+                cause,
+                &company,
+                None,
+                format!(
+                    "The integration key of {} {} changed to {new_key}, but it is linked to Commerce customer {customer_account} \
+                     in {company}; updates keep going to {customer_account}. Changing an integration key breaks the link: \
+                     restore it in Sales.",
+                    c.entity, c.id
+                ),
+            );
+            emitted = true;
+        }
+        let unchanged = existing.is_some_and(|l| l.last_sent_digest == digest);
+        if !unchanged {
+            out.push(Command::CustomerUpsert(customer.clone()));
+            emitted = true;
+        }
+        state.customers.insert(
+            link_key,
+            CustomerLink {
+                version: c.header.version,
+                company,
+                customer_account,
+                last_key: c.integration_key.map(str::to_string),
+                last_sent_digest: digest,
+                email: customer.primary_contact_email,
+            },
+        );
+        if emitted {
+            Disposition::Emitted
+        } else {
+            Disposition::Skipped(SkipReason::NoMappedChange)
+        }
+    }
+}
+
+/// A stable 64-bit FNV-1a digest of the customer's fields (not of ids that vary per change). Stable
+/// across builds and Rust versions, unlike `DefaultHasher`, because it is persisted in state.
+fn digest(customer: &CustomerUpsert) -> u64 {
+    let text = serde_json::to_string(customer).unwrap_or_default();
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,452 @@
+//! The sync engine: change events in, commands out, with no I/O.
+//!
+//! [`Engine::apply`] takes one [`ChangeEvent`], the [`EngineState`] and the current time, and returns a
+//! [`Decision`]: the commands to send and what became of the event. Every event ends in exactly one
+//! [`Disposition`] — commands emitted, skipped for a named reason, parked until what it refers to
+//! arrives, or rejected (the runtime sends rejected events to the dead letters). Nothing panics on
+//! input: bad input is a [`Rejection`] value.
+//!
+//! Why parking: the Sales and Commerce topics are independent streams, and Dataverse does not order
+//! changes across records. A won opportunity can arrive before the account and contact that its
+//! approval needs; a contact can arrive before its lead. Such an event waits in its case and is applied
+//! when the missing piece arrives; after `parking.timeout_seconds` [`Engine::expire`] hands it back for
+//! the dead letters, with the reason.
+//!
+//! The rules live in [`prospect`] (Commerce → Sales), [`sales`] (lead and opportunity outcomes →
+//! Commerce) and [`customers`] (contacts and accounts → Commerce customers).
+
+mod customers;
+pub mod ids;
+mod prospect;
+mod sales;
+pub mod state;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::EngineConfig;
+use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command, SourceKind};
+pub use state::{CaseState, EngineState, Outcome};
+
+/// Why an event produced no command. Bounded: these are metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Written by the connector's own integration identity: our write coming back.
+    Echo,
+    /// The same version of the record was already applied.
+    Duplicate,
+    /// An older version than one already applied; it must not overwrite the newer one.
+    StaleVersion,
+    /// Not part of B2B onboarding (another prospect type, a lead created in Sales, …).
+    NotB2b,
+    /// A change that touches no mapped field.
+    NoMappedChange,
+    /// The lead is already qualified or disqualified; Sales keeps it read-only.
+    LeadClosed,
+    /// The prospect is already approved or rejected; only the first decision counts.
+    AlreadyDecided,
+    /// An opportunity was lost while another one of the same lead is still open (or won and waiting).
+    OtherOpportunityOpen,
+    /// The change was recorded; it needs no command (e.g. an opportunity opened).
+    NothingToSend,
+    /// A delete was recorded; nothing is deleted on the other side.
+    Deleted,
+    /// A second account or contact qualified from the same lead; the first stays linked.
+    RequalifiedDuplicate,
+    /// The prospect was approved or rejected directly in Commerce.
+    DecidedInCommerce,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 12] = [
+        SkipReason::Echo,
+        SkipReason::Duplicate,
+        SkipReason::StaleVersion,
+        SkipReason::NotB2b,
+        SkipReason::NoMappedChange,
+        SkipReason::LeadClosed,
+        SkipReason::AlreadyDecided,
+        SkipReason::OtherOpportunityOpen,
+        SkipReason::NothingToSend,
+        SkipReason::Deleted,
+        SkipReason::RequalifiedDuplicate,
+        SkipReason::DecidedInCommerce,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Echo => "echo",
+            SkipReason::Duplicate => "duplicate",
+            SkipReason::StaleVersion => "stale_version",
+            SkipReason::NotB2b => "not_b2b",
+            SkipReason::NoMappedChange => "no_mapped_change",
+            SkipReason::LeadClosed => "lead_closed",
+            SkipReason::AlreadyDecided => "already_decided",
+            SkipReason::OtherOpportunityOpen => "other_opportunity_open",
+            SkipReason::NothingToSend => "nothing_to_send",
+            SkipReason::Deleted => "deleted",
+            SkipReason::RequalifiedDuplicate => "requalified_duplicate",
+            SkipReason::DecidedInCommerce => "decided_in_commerce",
+        }
+    }
+}
+
+/// What a parked event is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParkReason {
+    /// A lead that carries a prospect key, but the prospect has not been seen.
+    ProspectNotSeen,
+    /// An opportunity, contact or account whose originating lead has not been seen.
+    LeadNotSeen,
+    /// A won opportunity whose qualified account and contact have not both been synced yet.
+    CustomersNotSeen,
+}
+
+impl ParkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::ProspectNotSeen => "prospect_not_seen",
+            ParkReason::LeadNotSeen => "lead_not_seen",
+            ParkReason::CustomersNotSeen => "customers_not_seen",
+        }
+    }
+
+    /// What the missing piece is, as a sentence fragment for dead-letter messages.
+    fn explain(self) -> &'static str {
+        match self {
+            ParkReason::ProspectNotSeen => "the Commerce prospect this lead was created from never arrived",
+            ParkReason::LeadNotSeen => "the lead it was qualified from (originatingleadid) never arrived",
+            ParkReason::CustomersNotSeen => {
+                "the account and contact qualified from the lead did not both arrive, so the customer hierarchy cannot be built"
+            }
+        }
+    }
+}
+
+/// Why the engine refused an event. The runtime sends it to the dead letters with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("the {entity} record has no {field}; every {entity} change must carry its id")]
+    MissingField { entity: String, field: String },
+    #[error("{field} = {value} is not a valid {entity} value (expected {expected})")]
+    InvalidValue {
+        entity: String,
+        field: String,
+        value: i64,
+        expected: String,
+    },
+    #[error("{count} events already wait for lead {case}; this one is not parked (raise parking.max_per_case if this is legitimate)")]
+    TooManyParked { case: String, count: usize },
+}
+
+impl Rejection {
+    /// A bounded label for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MissingField { .. } => "missing_field",
+            Rejection::InvalidValue { .. } => "invalid_value",
+            Rejection::TooManyParked { .. } => "too_many_parked",
+        }
+    }
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// The event produced at least one command.
+    Emitted,
+    Skipped(SkipReason),
+    Parked(ParkReason),
+    Rejected(Rejection),
+}
+
+/// A parked event that a later event completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub kind: SourceKind,
+    pub change_id: String,
+    pub disposition: Disposition,
+}
+
+/// The result of applying one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub disposition: Disposition,
+    /// Commands of this event and of any parked events it released, in order.
+    pub commands: Vec<Command>,
+    pub released: Vec<Released>,
+}
+
+/// A parked event whose wait ran out; it belongs in the dead letters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    pub event: ChangeEvent,
+    pub reason: ParkReason,
+    pub waited_ms: i64,
+}
+
+impl Expired {
+    /// A sentence for the dead-letter message.
+    pub fn message(&self) -> String {
+        format!(
+            "waited {} s and gave up: {}. Check that the source topic carries it, then replay this record.",
+            self.waited_ms / 1000,
+            self.reason.explain()
+        )
+    }
+}
+
+/// The engine: configuration plus the rules. State is passed in, never held.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+}
+
+/// Commands of one event, in the order they are decided.
+pub(crate) type Out = Vec<Command>;
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine { cfg }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The partition key of an event: the case (lead id) it belongs to, computed from the event alone.
+    /// Contacts and accounts without an originating lead are keyed by themselves.
+    pub fn case_key(&self, event: &ChangeEvent) -> String {
+        match event {
+            ChangeEvent::Prospect(c) => {
+                ids::lead_id(&self.company(&c.header, None), &c.record.prospect_id)
+            }
+            ChangeEvent::Lead(c) => c.record.leadid.clone(),
+            ChangeEvent::Opportunity(c) => non_empty(&c.record.originatingleadid)
+                .unwrap_or(&c.record.opportunityid)
+                .to_string(),
+            ChangeEvent::Contact(c) => non_empty(&c.record.originatingleadid)
+                .unwrap_or(&c.record.contactid)
+                .to_string(),
+            ChangeEvent::Account(c) => non_empty(&c.record.originatingleadid)
+                .unwrap_or(&c.record.accountid)
+                .to_string(),
+        }
+    }
+
+    /// Applies one event at time `now_ms` (epoch millis; used only for parking).
+    pub fn apply(&self, state: &mut EngineState, event: ChangeEvent, now_ms: i64) -> Decision {
+        let mut commands = Vec::new();
+        let disposition = self.apply_one(state, &event, &mut commands);
+        let case = self.case_key(&event);
+        let mut released = Vec::new();
+        let disposition = match disposition {
+            Disposition::Parked(reason) => self.park(state, &case, event, reason, now_ms),
+            other => {
+                if !matches!(other, Disposition::Rejected(_)) {
+                    self.release(state, &case, &mut commands, &mut released);
+                }
+                other
+            }
+        };
+        Decision {
+            disposition,
+            commands,
+            released,
+        }
+    }
+
+    /// Removes and returns every parked event that has waited `parking.timeout_seconds` or longer.
+    pub fn expire(&self, state: &mut EngineState, now_ms: i64) -> Vec<Expired> {
+        let mut expired = Vec::new();
+        for case in state.cases.values_mut() {
+            if case.parked.is_empty() {
+                continue;
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut case.parked)
+                .into_iter()
+                .partition(|p| now_ms - p.since_ms >= self.cfg.park_timeout_ms);
+            case.parked = kept;
+            expired.extend(gone.into_iter().map(|p| Expired {
+                waited_ms: now_ms - p.since_ms,
+                event: p.event,
+                reason: p.reason,
+            }));
+        }
+        expired
+    }
+
+    fn park(
+        &self,
+        state: &mut EngineState,
+        case: &str,
+        event: ChangeEvent,
+        reason: ParkReason,
+        now_ms: i64,
+    ) -> Disposition {
+        let slot = state.cases.entry(case.to_string()).or_default();
+        if slot.parked.len() >= self.cfg.max_parked_per_case {
+            return Disposition::Rejected(Rejection::TooManyParked {
+                case: case.to_string(),
+                count: slot.parked.len(),
+            });
+        }
+        slot.parked.push(state::Parked {
+            event,
+            since_ms: now_ms,
+            reason,
+        });
+        Disposition::Parked(reason)
+    }
+
+    /// Re-applies the case's parked events until a pass completes none of them.
+    fn release(
+        &self,
+        state: &mut EngineState,
+        case: &str,
+        commands: &mut Out,
+        released: &mut Vec<Released>,
+    ) {
+        loop {
+            let Some(slot) = state.cases.get_mut(case) else {
+                return;
+            };
+            if slot.parked.is_empty() {
+                return;
+            }
+            let waiting = std::mem::take(&mut slot.parked);
+            let mut progressed = false;
+            let mut still = Vec::new();
+            for parked in waiting {
+                match self.apply_one(state, &parked.event, commands) {
+                    Disposition::Parked(reason) => still.push(state::Parked { reason, ..parked }),
+                    disposition => {
+                        progressed = true;
+                        released.push(Released {
+                            kind: parked.event.kind(),
+                            change_id: parked.event.header().change_id.clone(),
+                            disposition,
+                        });
+                    }
+                }
+            }
+            // Events parked while re-applying (none today) would be in slot.parked; keep both.
+            let slot = state.cases.entry(case.to_string()).or_default();
+            still.append(&mut slot.parked);
+            slot.parked = still;
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn apply_one(
+        &self,
+        state: &mut EngineState,
+        event: &ChangeEvent,
+        out: &mut Out,
+    ) -> Disposition {
+        if let Some(rejection) = required_id(event) {
+            return Disposition::Rejected(rejection);
+        }
+        let header = event.header();
+        let own = if event.kind().is_commerce() {
+            &self.cfg.commerce_user
+        } else {
+            &self.cfg.sales_user
+        };
+        if header.modified_by == *own {
+            return Disposition::Skipped(SkipReason::Echo);
+        }
+        match event {
+            ChangeEvent::Prospect(c) => self.on_prospect(state, c, out),
+            ChangeEvent::Lead(c) => self.on_lead(state, c, out),
+            ChangeEvent::Opportunity(c) => self.on_opportunity(state, c, out),
+            ChangeEvent::Contact(c) => self.on_contact(state, c, out),
+            ChangeEvent::Account(c) => self.on_account(state, c, out),
+        }
+    }
+
+    /// The legal entity of an event: its own, else the case's, else the configured default.
+    fn company(&self, header: &ChangeHeader, case: Option<&CaseState>) -> String {
+        non_empty(&header.company)
+            .map(str::to_lowercase)
+            .or_else(|| case.map(|c| c.company.clone()).filter(|c| !c.is_empty()))
+            .unwrap_or_else(|| self.cfg.default_company.clone())
+    }
+
+    fn alert(
+        &self,
+        out: &mut Out,
+        kind: AlertKind,
+        subject: &str,
+        cause: &str,
+        company: &str,
+        prospect: Option<&str>,
+        message: String,
+    ) {
+        out.push(Command::Alert(Alert {
+            command_id: ids::command_id(kind.as_str(), subject, cause),
+            caused_by: cause.to_string(),
+            kind,
+            data_area_id: company.to_string(),
+            prospect_id: prospect.map(str::to_string),
+            message,
+        }));
+    }
+}
+
+/// `Some(s)` when the option holds a non-blank string.
+pub(crate) fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// Compares a change's version with the last one applied.
+pub(crate) fn version_check(last: Option<i64>, version: i64) -> Option<SkipReason> {
+    match last {
+        Some(last) if version == last => Some(SkipReason::Duplicate),
+        Some(last) if version < last => Some(SkipReason::StaleVersion),
+        _ => None,
+    }
+}
+
+fn required_id(event: &ChangeEvent) -> Option<Rejection> {
+    let (entity, field) = match event {
+        ChangeEvent::Prospect(_) => ("prospect", "ProspectId"),
+        ChangeEvent::Lead(_) => ("lead", "leadid"),
+        ChangeEvent::Opportunity(_) => ("opportunity", "opportunityid"),
+        ChangeEvent::Contact(_) => ("contact", "contactid"),
+        ChangeEvent::Account(_) => ("account", "accountid"),
+    };
+    event
+        .entity_id()
+        .trim()
+        .is_empty()
+        .then(|| Rejection::MissingField {
+            entity: entity.into(),
+            field: field.into(),
+        })
+}
+
+/// Checks an option-set value against its allowed range.
+pub(crate) fn check_state(
+    entity: &str,
+    field: &str,
+    value: i32,
+    max: i32,
+    expected: &str,
+) -> Result<(), Disposition> {
+    if (0..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Disposition::Rejected(Rejection::InvalidValue {
+            entity: entity.into(),
+            field: field.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }))
+    }
+}

@@ -1,0 +1,141 @@
+//! The engine's memory, as one plain serializable value.
+//!
+//! Why explicit: the runtime must persist this to a compacted Kafka topic and restore it on whichever
+//! replica is assigned the partition next, so nothing may hide in closures or caches. The unit of state
+//! is a [`CaseState`], one per B2B prospect, keyed by the case key (the lead id derived from the
+//! prospect, see [`super::ids`]). Everything a decision needs about one prospect lives in its case, so
+//! a case can be stored as one compacted record and partitioned by its key.
+//!
+//! Two maps sit beside the cases: `customers` (the link from a Sales contact/account to the Commerce
+//! customer it became, keyed `contact/<id>` / `account/<id>`) and `requesters` (which cases use a
+//! requester email in a legal entity, for duplicate detection). `docs/ARCHITECTURE.md` explains how the
+//! runtime partitions them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChangeEvent, Prospect};
+
+/// All state, ordered maps so its serialization is deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub cases: BTreeMap<String, CaseState>,
+    pub customers: BTreeMap<String, CustomerLink>,
+    /// `company/normalized-email` → case keys that use it.
+    pub requesters: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What we know about whether a lead is one of ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Only events that refer to this lead have been seen; they wait (are parked) here.
+    #[default]
+    Unknown,
+    /// Created from a Commerce B2B prospect.
+    B2b,
+    /// A lead created in Sales by people; its contacts, accounts and opportunities are not synced
+    /// (unless the customer filter says otherwise).
+    Foreign,
+}
+
+/// The outcome of a prospect, decided once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    Pending,
+    /// Approved because this opportunity was won.
+    Approved {
+        opportunity: String,
+    },
+    Rejected {
+        reason: String,
+    },
+    /// A win that could not be applied safely (duplicate requester); a person decides in Commerce.
+    Held {
+        reason: String,
+    },
+    /// Someone set Approved/Rejected directly in Commerce; the connector follows.
+    DecidedInCommerce {
+        status: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Outcome::Pending)
+    }
+}
+
+/// The lifecycle position of a Sales record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub version: i64,
+    pub statecode: i32,
+    pub deleted: bool,
+}
+
+/// The prospect as last applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProspectSeen {
+    pub version: i64,
+    pub deleted: bool,
+    pub record: Prospect,
+}
+
+/// An event waiting for something it refers to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub event: ChangeEvent,
+    pub since_ms: i64,
+    pub reason: super::ParkReason,
+}
+
+/// One B2B prospect and everything linked to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaseState {
+    pub origin: Origin,
+    /// Legal entity of the prospect (lower case).
+    pub company: String,
+    pub prospect: Option<ProspectSeen>,
+    pub lead: Option<Seen>,
+    pub opportunities: BTreeMap<String, Seen>,
+    /// The Sales contact and account qualified from this lead (the first of each).
+    pub contact: Option<String>,
+    pub account: Option<String>,
+    /// Later contacts/accounts qualified from the same lead, which stay unlinked.
+    pub duplicates: BTreeSet<String>,
+    pub outcome: Outcome,
+    pub rejection_email_sent: bool,
+    pub parked: Vec<Parked>,
+}
+
+impl CaseState {
+    pub fn prospect_id(&self) -> Option<&str> {
+        self.prospect
+            .as_ref()
+            .map(|p| p.record.prospect_id.as_str())
+    }
+
+    /// True once the lead is closed in Sales (qualified or disqualified leads are read-only there).
+    pub fn lead_closed(&self) -> bool {
+        self.lead.is_some_and(|l| l.statecode != 0 && !l.deleted)
+    }
+}
+
+/// A Sales contact or account and the Commerce customer it became.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerLink {
+    pub version: i64,
+    pub company: String,
+    /// The CustomerAccount in Commerce, fixed at the first sync: changing an integration key breaks the
+    /// link, so later key changes raise an alert instead.
+    pub customer_account: String,
+    /// The integration key value last seen on the Sales record.
+    pub last_key: Option<String>,
+    /// Digest of the last customer fields sent, so an edit that changes no mapped field sends nothing.
+    pub last_sent_digest: u64,
+    pub email: Option<String>,
+}

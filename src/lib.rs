@@ -1,0 +1,26 @@
+//! partner-sync: B2B partner onboarding between Dynamics 365 Commerce and Dynamics 365 Sales, over Kafka.
+//!
+//! A prospect submitted on the B2B site becomes a Sales lead; qualifying it turns its contact and
+//! account into Commerce customers; winning the opportunity approves the prospect and builds the
+//! customer hierarchy; disqualifying the lead or losing the opportunity rejects it and requests one
+//! rejection email. See `README.md` for use and `docs/ARCHITECTURE.md` for the design.
+//!
+//! # Layout
+//!
+//! - [`model`]: the plain values that cross the engine's boundary — change events with the source
+//!   systems' field names, and the commands sent to each side. No I/O, no Kafka, no Avro.
+//! - [`engine`]: the pure sync core. `Engine::apply(state, event, now)` decides the commands and what
+//!   became of the event (emitted, skipped with a reason, parked, rejected). Its state is one
+//!   serializable value so the runtime can keep it in a compacted topic.
+//! - [`mapping`]: mapping tables, value maps and templates from configuration, checked once at start.
+//! - [`settings`]: the typed settings struct and its layered loading (defaults, file, environment).
+//! - [`scenario`]: readable scenario files (events in order → expected commands) and their runner,
+//!   behind `partner-sync test-scenarios`.
+//! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
+
+pub mod codec;
+pub mod engine;
+pub mod mapping;
+pub mod model;
+pub mod scenario;
+pub mod settings;

@@ -1,0 +1,126 @@
+//! The `partner-sync` command line. Thin on purpose: parse flags, load settings, call the library.
+//!
+//! Exit codes: 0 success; 1 a check failed (a scenario mismatch); 2 unusable input (bad flags,
+//! configuration or scenario file).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use partner_sync::mapping::EngineConfig;
+use partner_sync::scenario;
+use partner_sync::settings::{read_file, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "partner-sync",
+    version,
+    about = "Syncs B2B partner onboarding between Dynamics 365 Commerce and Sales over Kafka."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files (events in order -> expected commands) against the mapping configuration.
+    TestScenarios {
+        /// A directory of *.yaml scenario files, or one file.
+        path: PathBuf,
+        /// Your configuration file, layered over the defaults (as `run` would load it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and its mapping tables without connecting to anything.
+    CheckConfig {
+        /// The configuration file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::TestScenarios { path, config } => test_scenarios(&path, config.as_deref()),
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    let settings = match Settings::load(Some(file)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match EngineConfig::compile(&settings) {
+        Ok(_) => {
+            println!("{}: configuration is valid.", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("error: {}: {problems}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
+    let base = match config.map(read_file).transpose() {
+        Ok(base) => base,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = if path.is_dir() {
+        match scenario::discover(path) {
+            Ok(files) => files,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        eprintln!("error: no *.yaml scenario files in {}", path.display());
+        return ExitCode::from(2);
+    }
+    let layers: Vec<&str> = base.as_deref().into_iter().collect();
+    let (mut passed, mut failed, mut broken) = (0, 0, 0);
+    for file in &files {
+        let outcome =
+            scenario::load(file).and_then(|s| scenario::run_scenario(&s, &layers).map(|f| (s, f)));
+        match outcome {
+            Ok((s, failures)) if failures.is_empty() => {
+                passed += 1;
+                println!("ok   {} — {}", file.display(), s.name);
+            }
+            Ok((s, failures)) => {
+                failed += 1;
+                println!("FAIL {} — {}", file.display(), s.name);
+                for f in failures {
+                    for line in f.to_string().lines() {
+                        println!("     {line}");
+                    }
+                }
+            }
+            Err(e) => {
+                broken += 1;
+                println!("ERR  {e}");
+            }
+        }
+    }
+    println!("\nscenarios: {passed} passed, {} failed", failed + broken);
+    if broken > 0 {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

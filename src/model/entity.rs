@@ -1,0 +1,61 @@
+//! A macro that declares an entity record once and derives from it everything the mapping tables need.
+//!
+//! Dual-write table maps name fields by their system names (`firstname`, `PersonFirstName`). Our mapping
+//! tables do the same, so every entity must answer two questions by field name: "which text fields do
+//! you have?" (to validate a mapping table at start-up, with an error that names the bad key) and "what
+//! is the value of field X?" / "set field X" (to apply it). Writing those by hand for each entity would
+//! drift from the struct; this macro keeps the struct, the serde names and the name tables in one place.
+
+/// Declares a serde record whose fields carry their system names.
+///
+/// `control` fields are typed (ids, option sets, flags) and read by rules directly; `text` fields are
+/// `Option<String>` and reachable by name through `text_field`/`set_text_field`, which is what mapping
+/// tables use.
+macro_rules! entity {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            control {
+                $( $(#[$cmeta:meta])* $cavro:literal => $cfield:ident : $cty:ty, )*
+            }
+            text {
+                $( $(#[$tmeta:meta])* $tavro:literal => $tfield:ident, )*
+            }
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        pub struct $name {
+            $( $(#[$cmeta])* #[serde(rename = $cavro)] pub $cfield: $cty, )*
+            $( $(#[$tmeta])* #[serde(rename = $tavro, skip_serializing_if = "Option::is_none")]
+               pub $tfield: Option<String>, )*
+        }
+
+        impl $name {
+            /// The system names of all fields, as in the Avro schema.
+            pub const FIELDS: &'static [&'static str] = &[$($cavro,)* $($tavro),*];
+
+            /// The system names of the text fields a mapping table may read or write.
+            pub const TEXT_FIELDS: &'static [&'static str] = &[$($tavro),*];
+
+            /// The value of the text field with this system name, if the field exists and is set.
+            pub fn text_field(&self, name: &str) -> Option<&str> {
+                match name {
+                    $( $tavro => self.$tfield.as_deref(), )*
+                    _ => None,
+                }
+            }
+
+            /// Sets the text field with this system name; returns false if there is no such field.
+            pub fn set_text_field(&mut self, name: &str, value: Option<String>) -> bool {
+                match name {
+                    $( $tavro => { self.$tfield = value; true } )*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use entity;
