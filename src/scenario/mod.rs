@@ -26,6 +26,10 @@
 //! connector), `modified_on` and `company`. Field names are checked: a misspelt one fails the file.
 //! Commands are compared in order and all must be listed; inside a command only the fields written in
 //! the file are compared, so a scenario states what matters to it.
+//!
+//! Ids the engine derives can be written as references: `@lead:usrt/PR-1` (the lead id of prospect
+//! PR-1 in legal entity usrt), `@customer:contact/<contactid>` (the CustomerAccount derived for a
+//! contact or account without an integration key) and `@hierarchy:usrt/PR-1`.
 
 mod run;
 mod time;

@@ -5,7 +5,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::time::parse_rfc3339;
 use super::{Scenario, ScenarioError, Step};
-use crate::engine::{Decision, Disposition, Engine, EngineState};
+use crate::engine::{ids, Decision, Disposition, Engine, EngineState};
 use crate::mapping::EngineConfig;
 use crate::model::{
     Account, Change, ChangeEvent, ChangeHeader, Contact, Lead, Operation, Opportunity, Prospect,
@@ -84,11 +84,11 @@ pub fn run_scenario(
             }
             continue;
         }
-        let event = build_event(step, number, now, &stem)
+        let event = build_event(step, number, now, &stem, engine.config())
             .map_err(|e| invalid(format!("step {number}: {e}")))?;
         let what = format!("{} {}", event.kind().as_str(), event.entity_id());
         let decision = engine.apply(&mut state, event, now);
-        if let Some(message) = compare(step, number, &decision).map_err(invalid)? {
+        if let Some(message) = compare(step, number, &decision, engine.config()).map_err(invalid)? {
             failures.push(StepFailure {
                 step: number,
                 what,
@@ -109,7 +109,13 @@ pub fn outcome_text(d: &Disposition) -> String {
     }
 }
 
-fn build_event(step: &Step, number: usize, now: i64, stem: &str) -> Result<ChangeEvent, String> {
+fn build_event(
+    step: &Step,
+    number: usize,
+    now: i64,
+    stem: &str,
+    cfg: &EngineConfig,
+) -> Result<ChangeEvent, String> {
     let sources = [
         ("prospect", &step.prospect),
         ("lead", &step.lead),
@@ -128,7 +134,10 @@ fn build_event(step: &Step, number: usize, now: i64, stem: &str) -> Result<Chang
             "a step holds one event, but this one has both {kind} and {other}"
         ));
     }
-    let mut record = fields.clone();
+    let mut record = match resolve(&Value::Mapping(fields.clone()), cfg)? {
+        Value::Mapping(m) => m,
+        _ => unreachable!("resolve keeps the shape"),
+    };
     let mut take = |k: &str| record.remove(Value::String(k.to_string()));
     let op = match take("op") {
         Some(v) => serde_yaml::from_value::<Operation>(v)
@@ -203,8 +212,19 @@ fn scalar(v: Value) -> String {
 }
 
 /// Compares one step; `Ok(Some(message))` on a mismatch, `Err` when the expectation is malformed.
-fn compare(step: &Step, number: usize, decision: &Decision) -> Result<Option<String>, String> {
-    let expected_outcome = match (&step.expect.outcome, step.expect.commands.is_empty()) {
+fn compare(
+    step: &Step,
+    number: usize,
+    decision: &Decision,
+    cfg: &EngineConfig,
+) -> Result<Option<String>, String> {
+    let expected_commands: Vec<Value> = step
+        .expect
+        .commands
+        .iter()
+        .map(|c| resolve(c, cfg))
+        .collect::<Result<_, _>>()?;
+    let expected_outcome = match (&step.expect.outcome, expected_commands.is_empty()) {
         (Some(o), _) => o.trim().to_string(),
         (None, false) => "emitted".to_string(),
         (None, true) => return Err(format!("step {number}: say what happens: expect.outcome (e.g. \"skipped: echo\") or expect.commands")),
@@ -219,25 +239,24 @@ fn compare(step: &Step, number: usize, decision: &Decision) -> Result<Option<Str
     let actual: Vec<Value> = decision
         .commands
         .iter()
-        .map(|c| serde_yaml::to_value(c).map_err(|e| e.to_string()))
+        .map(command_value)
         .collect::<Result<_, _>>()?;
     let projected: Vec<Value> = actual
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            step.expect
-                .commands
+            expected_commands
                 .get(i)
                 .map_or_else(|| a.clone(), |e| project(a, e))
         })
         .collect();
-    let same = projected.len() == step.expect.commands.len()
+    let same = projected.len() == expected_commands.len()
         && projected
             .iter()
-            .zip(&step.expect.commands)
+            .zip(&expected_commands)
             .all(|(a, e)| normalize(a) == normalize(e));
     if !same {
-        let expected_text = serde_yaml::to_string(&step.expect.commands).unwrap_or_default();
+        let expected_text = serde_yaml::to_string(&expected_commands).unwrap_or_default();
         let actual_text = serde_yaml::to_string(&projected).unwrap_or_default();
         let diff = similar::TextDiff::from_lines(&expected_text, &actual_text)
             .unified_diff()
@@ -248,7 +267,7 @@ fn compare(step: &Step, number: usize, decision: &Decision) -> Result<Option<Str
             .to_string();
         problems.push(format!(
             "expected {} command(s), got {}:\n{}",
-            step.expect.commands.len(),
+            expected_commands.len(),
             projected.len(),
             diff.trim_end()
         ));
@@ -296,4 +315,55 @@ fn normalize(v: &Value) -> Value {
         Value::Tagged(t) => normalize(&t.value),
         other => Value::String(scalar(other.clone())),
     }
+}
+
+/// Replaces `@lead:company/ProspectId`, `@customer:contact/<id>` (or `account/<id>`) and
+/// `@hierarchy:company/ProspectId` string values with the ids the engine derives for them.
+fn resolve(v: &Value, cfg: &EngineConfig) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => Value::String(resolve_reference(s, cfg)?),
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve(v, cfg)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|v| resolve(v, cfg))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn resolve_reference(s: &str, cfg: &EngineConfig) -> Result<String, String> {
+    let Some(reference) = s.strip_prefix('@') else {
+        return Ok(s.to_string());
+    };
+    let (kind, rest) = reference.split_once(':').unwrap_or((reference, ""));
+    let (left, right) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("\"{s}\": write @{kind}:<company or entity>/<id>"))?;
+    match kind {
+        "lead" => Ok(ids::lead_id(left, right)),
+        "hierarchy" => Ok(ids::hierarchy_id(
+            &cfg.hierarchy_id_prefix,
+            &ids::lead_id(left, right),
+        )),
+        "customer" => Ok(ids::customer_account(
+            &cfg.customer_account_prefix,
+            left,
+            right,
+        )),
+        _ => Err(format!(
+            "\"{s}\": unknown reference @{kind}; use @lead:, @customer: or @hierarchy:"
+        )),
+    }
+}
+
+/// A command as `{kind: {fields}}` (serde_yaml alone would write enums as `!kind` tags).
+fn command_value(c: &crate::model::Command) -> Result<Value, String> {
+    let json = serde_json::to_value(c).map_err(|e| e.to_string())?;
+    serde_yaml::to_value(json).map_err(|e| e.to_string())
 }
