@@ -16,6 +16,7 @@
 //! - [`settings`]: the typed settings struct and its layered loading (defaults, file, environment).
 //! - [`scenario`]: readable scenario files (events in order → expected commands) and their runner,
 //!   behind `partner-sync test-scenarios`.
+//! - [`story`]: seeded, realistic onboarding stories, for property tests, benchmarks and demos.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
 pub mod codec;
@@ -24,3 +25,4 @@ pub mod mapping;
 pub mod model;
 pub mod scenario;
 pub mod settings;
+pub mod story;
