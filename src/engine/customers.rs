@@ -120,9 +120,7 @@ impl Engine {
                             case.duplicates.insert(c.id.to_string());
                             let company = case.company.clone();
                             let prospect = case.prospect_id().map(str::to_string);
-                            self.alert(
-                                out,
-                                AlertKind::RequalifiedDuplicate,
+                            out.push(self.alert(AlertKind::RequalifiedDuplicate,
                                 &link_key,
                                 cause,
                                 &company,
@@ -134,7 +132,7 @@ impl Engine {
                                     c.id,
                                     prospect.as_deref().unwrap_or("?")
                                 ),
-                            );
+                            ));
                             return Disposition::Emitted;
                         }
                     }
@@ -198,9 +196,7 @@ impl Engine {
         });
         if key_moved {
             let new_key = c.integration_key.unwrap_or_default();
-            self.alert(
-                out,
-                AlertKind::IntegrationKeyChanged,
+            out.push(self.alert(AlertKind::IntegrationKeyChanged,
                 &link_key,
                 cause,
                 &company,
@@ -211,7 +207,7 @@ impl Engine {
                      restore it in Sales.",
                     c.entity, c.id
                 ),
-            );
+            ));
             emitted = true;
         }
         let unchanged = existing.is_some_and(|l| l.last_sent_digest == digest);

@@ -380,22 +380,21 @@ impl Engine {
 
     fn alert(
         &self,
-        out: &mut Out,
         kind: AlertKind,
         subject: &str,
         cause: &str,
         company: &str,
         prospect: Option<&str>,
         message: String,
-    ) {
-        out.push(Command::Alert(Alert {
+    ) -> Command {
+        Command::Alert(Alert {
             command_id: ids::command_id(kind.as_str(), subject, cause),
             caused_by: cause.to_string(),
             kind,
             data_area_id: company.to_string(),
             prospect_id: prospect.map(str::to_string),
             message,
-        }));
+        })
     }
 }
 

@@ -125,9 +125,7 @@ impl Engine {
                     })
                     .collect();
                 if !other_prospects.is_empty() {
-                    self.alert(
-                        out,
-                        AlertKind::DuplicateRequester,
+                    out.push(self.alert(AlertKind::DuplicateRequester,
                         &key,
                         cause,
                         &company,
@@ -138,7 +136,7 @@ impl Engine {
                             r.prospect_id,
                             other_prospects.join(", ")
                         ),
-                    );
+                    ));
                     return Disposition::Emitted;
                 }
             }

@@ -68,9 +68,7 @@ impl Engine {
             if !case.outcome.is_pending() {
                 return Disposition::Skipped(SkipReason::Deleted);
             }
-            self.alert(
-                out,
-                AlertKind::LeadDeletedWhilePending,
+            out.push(self.alert(AlertKind::LeadDeletedWhilePending,
                 key,
                 cause,
                 &company,
@@ -80,7 +78,7 @@ impl Engine {
                      Approve or reject it in Commerce, or re-send the prospect to create a new lead.",
                     prospect.as_deref().unwrap_or("?")
                 ),
-            );
+            ));
             return Disposition::Emitted;
         }
         match r.statecode {
@@ -90,9 +88,7 @@ impl Engine {
                     && non_empty(&r.qualifyingopportunityid).is_none()
                     && case.opportunities.is_empty()
                 {
-                    self.alert(
-                        out,
-                        AlertKind::QualifiedWithoutOpportunity,
+                    out.push(self.alert(AlertKind::QualifiedWithoutOpportunity,
                         key,
                         cause,
                         &company,
@@ -102,7 +98,7 @@ impl Engine {
                              Create an opportunity from the lead and close it, or decide the prospect in Commerce.",
                             prospect.as_deref().unwrap_or("?")
                         ),
-                    );
+                    ));
                     return Disposition::Emitted;
                 }
                 Disposition::Skipped(SkipReason::NothingToSend)
@@ -181,15 +177,14 @@ impl Engine {
                              Nothing was changed in Commerce: approve the prospect there if this partner is accepted.",
                             prospect.as_deref().unwrap_or("?")
                         );
-                        self.alert(
-                            out,
+                        out.push(self.alert(
                             AlertKind::WonAfterRejection,
                             id,
                             cause,
                             &company,
                             prospect.as_deref(),
                             message,
-                        );
+                        ));
                         Disposition::Emitted
                     }
                     _ => Disposition::Skipped(SkipReason::AlreadyDecided),
@@ -231,9 +226,7 @@ impl Engine {
                 if !reopened_winner {
                     return Disposition::Skipped(SkipReason::NothingToSend);
                 }
-                self.alert(
-                    out,
-                    AlertKind::ReopenedAfterWon,
+                out.push(self.alert(AlertKind::ReopenedAfterWon,
                     id,
                     cause,
                     &company,
@@ -243,7 +236,7 @@ impl Engine {
                          exist in Commerce and are never deleted. Block the customers in Commerce if the partner is no longer accepted.",
                         prospect.as_deref().unwrap_or("?")
                     ),
-                );
+                ));
                 Disposition::Emitted
             }
         }
@@ -267,15 +260,13 @@ impl Engine {
         let company = case.company.clone();
         let prospect_id = prospect.record.prospect_id.clone();
         if prospect.deleted {
-            self.alert(
-                out,
-                AlertKind::ProspectDeleted,
+            out.push(self.alert(AlertKind::ProspectDeleted,
                 key,
                 cause,
                 &company,
                 Some(&prospect_id),
                 format!("Opportunity {opportunity} was won, but prospect {prospect_id} was deleted in Commerce, so it cannot be approved. Re-create the prospect or onboard the partner in Commerce."),
-            );
+            ));
             return Disposition::Emitted;
         }
         let link = |entity: &str, id: &Option<String>| {
@@ -314,9 +305,7 @@ impl Engine {
         if let Some(twin) = approved_twin.filter(|_| !email.is_empty()) {
             let reason =
                 format!("requester {email} is already the admin of approved prospect {twin}");
-            self.alert(
-                out,
-                AlertKind::DuplicateRequester,
+            out.push(self.alert(AlertKind::DuplicateRequester,
                 key,
                 cause,
                 &company,
@@ -325,7 +314,7 @@ impl Engine {
                     "Opportunity {opportunity} was won, but prospect {prospect_id} was not approved: {reason} in legal entity {company}, \
                      and two customers with one email cannot sign in. Add the requester to the existing hierarchy in Commerce instead."
                 ),
-            );
+            ));
             if let Some(case) = state.cases.get_mut(key) {
                 case.outcome = Outcome::Held { reason };
             }

@@ -28,7 +28,7 @@ macro_rules! entity {
         #[serde(default)]
         pub struct $name {
             $( $(#[$cmeta])* #[serde(rename = $cavro)] pub $cfield: $cty, )*
-            $( $(#[$tmeta])* #[serde(rename = $tavro, skip_serializing_if = "Option::is_none")]
+            $( $(#[$tmeta])* #[serde(rename = $tavro)]
                pub $tfield: Option<String>, )*
         }
 
