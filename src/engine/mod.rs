@@ -20,6 +20,8 @@ pub mod ids;
 mod prospect;
 mod sales;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,399 @@
+//! One test per rule and per engine mechanism, with plain values. The scenario files under
+//! `tests/scenarios/` cover the edge cases end to end; these pin the rules' outputs field by field.
+
+use super::*;
+use crate::model::{
+    Account, Change, ChangeHeader, Contact, Lead, Operation, Opportunity, Prospect,
+};
+
+const PERSON: &str = "person";
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::defaults())
+}
+
+fn header(change: &str, version: i64) -> ChangeHeader {
+    ChangeHeader {
+        op: Operation::Update,
+        change_id: change.into(),
+        version,
+        modified_on: 0,
+        modified_by: PERSON.into(),
+        company: None,
+    }
+}
+
+fn prospect(id: &str, email: &str) -> ChangeEvent {
+    ChangeEvent::Prospect(Change {
+        header: header(&format!("{id}-p"), 1),
+        record: Prospect {
+            prospect_id: id.into(),
+            prospect_name: Some("Fabrikam".into()),
+            contact_first_name: Some("Marta".into()),
+            contact_last_name: Some("Lindqvist".into()),
+            primary_email_address: Some(email.into()),
+            ..Prospect::default()
+        },
+    })
+}
+
+fn lead(id: &str, state: i32, status: i32, version: i64) -> ChangeEvent {
+    ChangeEvent::Lead(Change {
+        header: header(&format!("{id}-l{version}"), version),
+        record: Lead {
+            leadid: ids::lead_id("usrt", id),
+            statecode: state,
+            statuscode: status,
+            partnersync_prospectkey: Some(format!("usrt/{id}")),
+            qualifyingopportunityid: Some("opp".into()),
+            ..Lead::default()
+        },
+    })
+}
+
+fn opportunity(id: &str, opp: &str, state: i32, status: i32, version: i64) -> ChangeEvent {
+    ChangeEvent::Opportunity(Change {
+        header: header(&format!("{opp}-{version}"), version),
+        record: Opportunity {
+            opportunityid: opp.into(),
+            originatingleadid: Some(ids::lead_id("usrt", id)),
+            statecode: state,
+            statuscode: status,
+            ..Opportunity::default()
+        },
+    })
+}
+
+fn contact(id: &str, contact_id: &str) -> ChangeEvent {
+    ChangeEvent::Contact(Change {
+        header: header(&format!("{contact_id}-c"), 1),
+        record: Contact {
+            contactid: contact_id.into(),
+            originatingleadid: Some(ids::lead_id("usrt", id)),
+            firstname: Some("Marta".into()),
+            lastname: Some("Lindqvist".into()),
+            jobtitle: Some("Buyer".into()),
+            ..Contact::default()
+        },
+    })
+}
+
+fn account(id: &str, account_id: &str) -> ChangeEvent {
+    ChangeEvent::Account(Change {
+        header: header(&format!("{account_id}-a"), 1),
+        record: Account {
+            accountid: account_id.into(),
+            originatingleadid: Some(ids::lead_id("usrt", id)),
+            name: Some("Fabrikam".into()),
+            address2_city: Some("Seattle".into()),
+            ..Account::default()
+        },
+    })
+}
+
+/// Applies events in order and returns the last decision.
+fn run(engine: &Engine, state: &mut EngineState, events: Vec<ChangeEvent>) -> Decision {
+    let mut last = None;
+    for e in events {
+        last = Some(engine.apply(state, e, 0));
+    }
+    last.expect("at least one event")
+}
+
+#[test]
+fn rule1_prospect_creates_a_team_owned_web_lead_with_the_b2b_origin_and_a_note() {
+    let d = engine().apply(
+        &mut EngineState::default(),
+        prospect("P1", "m@f.example"),
+        0,
+    );
+    assert_eq!(d.disposition, Disposition::Emitted);
+    let [Command::LeadUpsert(lead), Command::LeadNote(note)] = d.commands.as_slice() else {
+        panic!("{:?}", d.commands)
+    };
+    assert_eq!(lead.leadid, ids::lead_id("usrt", "P1"));
+    assert!(lead.is_create);
+    assert_eq!(
+        (lead.leadsourcecode, lead.partnersync_origin),
+        (8, 100_000_000)
+    );
+    assert_eq!(
+        (lead.owneridtype.as_str(), lead.ownerid.as_str()),
+        ("team", "5d2f8a31-0c4e-4e8b-a1f7-3b9c6d2e7f10")
+    );
+    assert_eq!(lead.firstname.as_deref(), Some("Marta"));
+    assert_eq!(lead.companyname.as_deref(), Some("Fabrikam"));
+    assert_eq!(lead.partnersync_prospectkey, "usrt/P1");
+    assert_eq!(note.objectid, lead.leadid);
+    assert!(
+        note.notetext.contains("P1") && note.notetext.contains("All commerce B2B leads"),
+        "{}",
+        note.notetext
+    );
+}
+
+#[test]
+fn rule2_contact_becomes_a_person_customer_and_account_an_organization_customer() {
+    let e = engine();
+    let mut s = EngineState::default();
+    e.apply(&mut s, prospect("P2", "m@f.example"), 0);
+    let person = e.apply(&mut s, contact("P2", "c2"), 0);
+    let [Command::CustomerUpsert(p)] = person.commands.as_slice() else {
+        panic!("{:?}", person.commands)
+    };
+    assert_eq!(
+        (p.party_type.as_str(), p.data_area_id.as_str()),
+        ("Person", "usrt")
+    );
+    assert_eq!(
+        p.customer_account,
+        ids::customer_account("PS-", "contact", "c2")
+    );
+    assert_eq!(p.person_professional_title.as_deref(), Some("Buyer"));
+    assert_eq!(p.organization_name, None);
+    assert_eq!(
+        (
+            p.customer_group_id.as_deref(),
+            p.sales_currency_code.as_deref()
+        ),
+        (Some("30"), Some("USD"))
+    );
+    let org = e.apply(&mut s, account("P2", "a2"), 0);
+    let [Command::CustomerUpsert(o)] = org.commands.as_slice() else {
+        panic!("{:?}", org.commands)
+    };
+    assert_eq!(o.party_type, "Organization");
+    assert_eq!(o.organization_name.as_deref(), Some("Fabrikam"));
+    assert_eq!(
+        o.invoice_address_city.as_deref(),
+        Some("Seattle"),
+        "address2 is the invoice address"
+    );
+    assert_eq!(o.person_first_name, None);
+}
+
+#[test]
+fn rule3_won_opportunity_approves_and_builds_the_hierarchy_with_the_requester_as_admin() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let d = run(
+        &e,
+        &mut s,
+        vec![
+            prospect("P3", "m@f.example"),
+            contact("P3", "c3"),
+            account("P3", "a3"),
+            opportunity("P3", "o3", 1, 3, 5),
+        ],
+    );
+    let [Command::ProspectStatus(status), Command::CustomerHierarchy(h)] = d.commands.as_slice()
+    else {
+        panic!("{:?}", d.commands)
+    };
+    assert_eq!(
+        (status.prospect_id.as_str(), status.status.as_str()),
+        ("P3", "Approved")
+    );
+    assert_eq!(
+        h.organization_customer_account,
+        ids::customer_account("PS-", "account", "a3")
+    );
+    assert_eq!(
+        h.admin_customer_account,
+        ids::customer_account("PS-", "contact", "c3")
+    );
+    assert_eq!(
+        (h.admin_role.as_str(), h.purpose.as_str(), h.name.as_str()),
+        ("Admin", "B2B organization", "Fabrikam")
+    );
+    assert_eq!(
+        s.cases[&ids::lead_id("usrt", "P3")].outcome,
+        Outcome::Approved {
+            opportunity: "o3".into()
+        }
+    );
+}
+
+#[test]
+fn rule4_disqualified_lead_rejects_and_requests_the_email_once() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let d = run(
+        &e,
+        &mut s,
+        vec![prospect("P4", "j@l.example"), lead("P4", 2, 6, 2)],
+    );
+    let [Command::ProspectStatus(status), Command::RejectionEmail(mail)] = d.commands.as_slice()
+    else {
+        panic!("{:?}", d.commands)
+    };
+    assert_eq!(status.status, "Rejected");
+    assert_eq!(status.reason, "Lead disqualified: No Longer Interested");
+    assert_eq!(
+        (
+            mail.email.as_str(),
+            mail.firstname.as_str(),
+            mail.lastname.as_str(),
+            mail.company.as_str()
+        ),
+        ("j@l.example", "Marta", "Lindqvist", "Fabrikam")
+    );
+    assert_eq!(mail.notification_type, "B2B prospect rejected");
+    let again = run(&e, &mut s, vec![lead("P4", 0, 1, 3), lead("P4", 2, 4, 4)]);
+    assert!(again.commands.is_empty(), "{:?}", again.commands);
+    assert_eq!(
+        again.disposition,
+        Disposition::Skipped(SkipReason::AlreadyDecided)
+    );
+}
+
+#[test]
+fn rule4_lost_opportunity_rejects_with_the_loss_reason() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let d = run(
+        &e,
+        &mut s,
+        vec![
+            prospect("P5", "c@t.example"),
+            opportunity("P5", "o5", 2, 4, 3),
+        ],
+    );
+    let [Command::ProspectStatus(status), Command::RejectionEmail(_)] = d.commands.as_slice()
+    else {
+        panic!("{:?}", d.commands)
+    };
+    assert_eq!(status.reason, "Opportunity lost: Canceled");
+}
+
+#[test]
+fn echoes_of_the_connectors_own_writes_are_skipped_on_both_sides() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let ChangeEvent::Prospect(mut own) = prospect("P6", "x@y.example") else {
+        unreachable!()
+    };
+    own.header.modified_by = e.config().commerce_user.clone();
+    assert_eq!(
+        e.apply(&mut s, ChangeEvent::Prospect(own), 0).disposition,
+        Disposition::Skipped(SkipReason::Echo)
+    );
+    let ChangeEvent::Lead(mut own_lead) = lead("P6", 0, 1, 1) else {
+        unreachable!()
+    };
+    own_lead.header.modified_by = e.config().sales_user.clone();
+    assert_eq!(
+        e.apply(&mut s, ChangeEvent::Lead(own_lead), 0).disposition,
+        Disposition::Skipped(SkipReason::Echo)
+    );
+}
+
+#[test]
+fn an_older_version_is_stale_and_the_same_version_a_duplicate() {
+    let e = engine();
+    let mut s = EngineState::default();
+    run(
+        &e,
+        &mut s,
+        vec![prospect("P7", "a@b.example"), lead("P7", 0, 2, 10)],
+    );
+    assert_eq!(
+        e.apply(&mut s, lead("P7", 0, 2, 10), 0).disposition,
+        Disposition::Skipped(SkipReason::Duplicate)
+    );
+    assert_eq!(
+        e.apply(&mut s, lead("P7", 2, 4, 9), 0).disposition,
+        Disposition::Skipped(SkipReason::StaleVersion)
+    );
+    assert!(
+        s.cases[&ids::lead_id("usrt", "P7")].outcome.is_pending(),
+        "a stale disqualify must not reject"
+    );
+}
+
+#[test]
+fn a_parked_event_is_completed_by_its_missing_piece_and_expires_after_the_timeout() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let parked = e.apply(&mut s, contact("P8", "c8"), 1_000);
+    assert_eq!(
+        parked.disposition,
+        Disposition::Parked(ParkReason::LeadNotSeen)
+    );
+    let released = e.apply(&mut s, prospect("P8", "a@b.example"), 2_000);
+    assert_eq!(released.released.len(), 1);
+    assert_eq!(released.released[0].disposition, Disposition::Emitted);
+    assert!(
+        matches!(released.commands.last(), Some(Command::CustomerUpsert(c)) if c.caused_by == "c8-c")
+    );
+
+    assert_eq!(
+        e.apply(&mut s, opportunity("P9", "o9", 1, 3, 1), 1_000)
+            .disposition,
+        Disposition::Parked(ParkReason::LeadNotSeen)
+    );
+    let timeout = e.config().park_timeout_ms;
+    assert!(e.expire(&mut s, 1_000 + timeout - 1).is_empty());
+    let expired = e.expire(&mut s, 1_000 + timeout);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].reason, ParkReason::LeadNotSeen);
+    assert!(
+        expired[0].message().contains("originatingleadid"),
+        "{}",
+        expired[0].message()
+    );
+}
+
+#[test]
+fn too_many_parked_events_for_one_lead_are_rejected_instead_of_growing_state() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let max = e.config().max_parked_per_case;
+    for i in 0..max {
+        assert!(matches!(
+            e.apply(&mut s, opportunity("P10", &format!("o{i}"), 0, 1, 1), 0)
+                .disposition,
+            Disposition::Parked(_)
+        ));
+    }
+    let d = e.apply(&mut s, opportunity("P10", "one-too-many", 0, 1, 1), 0);
+    assert!(
+        matches!(
+            d.disposition,
+            Disposition::Rejected(Rejection::TooManyParked { .. })
+        ),
+        "{:?}",
+        d.disposition
+    );
+}
+
+#[test]
+fn a_record_without_its_id_is_rejected_with_the_field_named() {
+    let ChangeEvent::Contact(mut c) = contact("P11", "c11") else {
+        unreachable!()
+    };
+    c.record.contactid = " ".into();
+    let d = engine().apply(&mut EngineState::default(), ChangeEvent::Contact(c), 0);
+    let Disposition::Rejected(r) = d.disposition else {
+        panic!("{:?}", d.disposition)
+    };
+    assert_eq!(
+        r.to_string(),
+        "the contact record has no contactid; every contact change must carry its id"
+    );
+}
+
+#[test]
+fn case_keys_are_computable_from_every_event_alone() {
+    let e = engine();
+    let key = ids::lead_id("usrt", "P12");
+    for event in [
+        prospect("P12", "a@b.example"),
+        lead("P12", 0, 1, 1),
+        opportunity("P12", "o", 0, 1, 1),
+        contact("P12", "c"),
+        account("P12", "a"),
+    ] {
+        assert_eq!(e.case_key(&event), key, "{:?}", event.kind());
+    }
+}
