@@ -5,6 +5,10 @@
 //! case is a set of per-record streams: the order inside a stream is the order the source system
 //! changed that record, and any merge of the streams is a delivery the connector must handle.
 
+mod names;
+
+use names::{CITIES, COMMENTS, FIRST, KINDS, LAST, STEMS, STREETS, SUFFIXES};
+
 use crate::engine::ids;
 use crate::mapping::EngineConfig;
 use crate::model::{
@@ -80,114 +84,6 @@ impl Rng {
         &items[self.below(items.len())]
     }
 }
-
-const FIRST: &[&str] = &[
-    "Marta", "Ravi", "Aiko", "Jonas", "Chloe", "Omar", "Lea", "Sam", "Nina", "Mateo", "Emma",
-    "Kai", "Ana", "Liam", "Zoe", "Ivo", "Tom", "Ada", "Eli", "Maya", "Iris", "Ben", "Hana", "Raj",
-    "Lena", "Ola", "Priya", "Diego",
-];
-const LAST: &[&str] = &[
-    "Lindqvist",
-    "Anand",
-    "Tanaka",
-    "Berg",
-    "Dubois",
-    "Haddad",
-    "Meyer",
-    "Okafor",
-    "Petrova",
-    "Rossi",
-    "Walsh",
-    "Weber",
-    "Silva",
-    "Byrne",
-    "Park",
-    "Novak",
-    "Reyes",
-    "Nwosu",
-    "Cohen",
-    "Singh",
-    "Holm",
-    "Ito",
-    "Kim",
-    "Patel",
-    "Fischer",
-    "Moreau",
-    "Garcia",
-    "Kowalski",
-];
-const STEMS: &[&str] = &[
-    "Fabrikam",
-    "Northwind",
-    "Contoso",
-    "Litware",
-    "Tailspin",
-    "Proseware",
-    "Adatum",
-    "Fourth Coffee",
-    "Blue Yonder",
-    "Trey",
-    "Lucerne",
-    "Alpine",
-    "Coho",
-    "VanArsdel",
-    "Relecloud",
-    "Woodgrove",
-    "Humongous",
-    "Wingtip",
-    "Bellows",
-    "Southridge",
-    "Margie's",
-    "Datum",
-    "Consolidated",
-    "Lamna",
-    "Fincher",
-];
-const KINDS: &[&str] = &[
-    "Office Supply",
-    "Traders",
-    "Pharmaceuticals",
-    "Components",
-    "Toys",
-    "Outfitters",
-    "Wholesale",
-    "Logistics",
-    "Hospitality",
-    "Medical",
-    "Retail Group",
-    "Industrial",
-    "Distribution",
-    "Interiors",
-];
-const SUFFIXES: &[&str] = &["Inc.", "Ltd", "GmbH", "AB", "S.A.", "LLC", "B.V.", "Oy"];
-const CITIES: &[(&str, &str, &str)] = &[
-    ("Seattle", "WA", "USA"),
-    ("Portland", "OR", "USA"),
-    ("Austin", "TX", "USA"),
-    ("Chicago", "IL", "USA"),
-    ("Denver", "CO", "USA"),
-    ("Toronto", "ON", "CAN"),
-    ("London", "", "GBR"),
-    ("Stockholm", "", "SWE"),
-    ("Munich", "BY", "DEU"),
-    ("Lyon", "", "FRA"),
-];
-const STREETS: &[&str] = &[
-    "Westlake Ave",
-    "Main St",
-    "Harbor Blvd",
-    "Market St",
-    "Industrial Way",
-    "Lakeview Dr",
-    "Station Rd",
-];
-const COMMENTS: &[&str] = &[
-    "We resell office furniture in the region and want to order online.",
-    "Looking for net-30 terms and volume pricing.",
-    "Three stores, about 40 orders a month.",
-    "Referred by your field sales team.",
-    "",
-];
 
 /// Who writes as a person in generated stories (never the connector's identity).
 pub const SALES_PERSON: &str = "3a9e1f00-5c2b-4d7e-8f10-2b3c4d5e6f70";
