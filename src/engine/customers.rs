@@ -9,7 +9,7 @@
 //! breaks the dual-write link; a later change of the key raises an alert instead of moving the customer.
 //! Deletes are not propagated: Commerce customers are never deleted by the connector.
 
-use super::state::{CustomerLink, Origin};
+use super::state::{CustomerLink, Origin, StateKey};
 use super::{
     ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason, SkipReason,
 };
@@ -150,6 +150,7 @@ impl Engine {
         if c.header.op == Operation::Delete {
             if let Some(link) = state.customers.get_mut(&link_key) {
                 link.version = c.header.version;
+                out.touch(StateKey::Customer(link_key));
             }
             return Disposition::Skipped(SkipReason::Deleted);
         }
@@ -215,6 +216,7 @@ impl Engine {
             out.push(Command::CustomerUpsert(customer.clone()));
             emitted = true;
         }
+        out.touch(StateKey::Customer(link_key.clone()));
         state.customers.insert(
             link_key,
             CustomerLink {

@@ -27,7 +27,9 @@ mod tests;
 use crate::mapping::EngineConfig;
 use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command};
 pub use outcome::{Decision, Disposition, Expired, ParkReason, Rejection, Released, SkipReason};
-pub use state::{CaseState, EngineState, Outcome};
+pub use state::{CaseState, EngineState, Outcome, SourceRecord, StateKey};
+
+use std::collections::BTreeSet;
 
 /// The engine: configuration plus the rules. State is passed in, never held.
 #[derive(Debug, Clone)]
@@ -35,8 +37,22 @@ pub struct Engine {
     cfg: EngineConfig,
 }
 
-/// Commands of one event, in the order they are decided.
-pub(crate) type Out = Vec<Command>;
+/// What applying events produced: commands in decision order, and the state entries changed.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub commands: Vec<Command>,
+    pub touched: BTreeSet<StateKey>,
+}
+
+impl Out {
+    pub fn push(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    pub fn touch(&mut self, key: StateKey) {
+        self.touched.insert(key);
+    }
+}
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
@@ -69,30 +85,47 @@ impl Engine {
 
     /// Applies one event at time `now_ms` (epoch millis; used only for parking).
     pub fn apply(&self, state: &mut EngineState, event: ChangeEvent, now_ms: i64) -> Decision {
-        let mut commands = Vec::new();
-        let disposition = self.apply_one(state, &event, &mut commands);
+        self.apply_from(state, event, None, now_ms)
+    }
+
+    /// Like [`Engine::apply`], with the record the event was decoded from. The engine never reads
+    /// `source`; it keeps it with the event if the event parks, so an event that expires can go to
+    /// the dead letters with its original bytes.
+    pub fn apply_from(
+        &self,
+        state: &mut EngineState,
+        event: ChangeEvent,
+        source: Option<SourceRecord>,
+        now_ms: i64,
+    ) -> Decision {
+        let mut out = Out::default();
+        let disposition = self.apply_one(state, &event, &mut out);
         let case = self.case_key(&event);
         let mut released = Vec::new();
         let disposition = match disposition {
-            Disposition::Parked(reason) => self.park(state, &case, event, reason, now_ms),
+            Disposition::Parked(reason) => self.park(state, &case, event, source, reason, now_ms),
             other => {
                 if !matches!(other, Disposition::Rejected(_)) {
-                    self.release(state, &case, &mut commands, &mut released);
+                    self.release(state, &case, &mut out, &mut released);
                 }
                 other
             }
         };
+        if state.cases.contains_key(&case) {
+            out.touch(StateKey::Case(case));
+        }
         Decision {
             disposition,
-            commands,
+            commands: out.commands,
             released,
+            touched: out.touched.into_iter().collect(),
         }
     }
 
     /// Removes and returns every parked event that has waited `parking.timeout_seconds` or longer.
     pub fn expire(&self, state: &mut EngineState, now_ms: i64) -> Vec<Expired> {
         let mut expired = Vec::new();
-        for case in state.cases.values_mut() {
+        for (key, case) in state.cases.iter_mut() {
             if case.parked.is_empty() {
                 continue;
             }
@@ -101,8 +134,10 @@ impl Engine {
                 .partition(|p| now_ms - p.since_ms >= self.cfg.park_timeout_ms);
             case.parked = kept;
             expired.extend(gone.into_iter().map(|p| Expired {
+                case: key.clone(),
                 waited_ms: now_ms - p.since_ms,
                 event: p.event,
+                source: p.source,
                 reason: p.reason,
             }));
         }
@@ -114,6 +149,7 @@ impl Engine {
         state: &mut EngineState,
         case: &str,
         event: ChangeEvent,
+        source: Option<SourceRecord>,
         reason: ParkReason,
         now_ms: i64,
     ) -> Disposition {
@@ -126,6 +162,7 @@ impl Engine {
         }
         slot.parked.push(state::Parked {
             event,
+            source,
             since_ms: now_ms,
             reason,
         });
@@ -137,7 +174,7 @@ impl Engine {
         &self,
         state: &mut EngineState,
         case: &str,
-        commands: &mut Out,
+        out: &mut Out,
         released: &mut Vec<Released>,
     ) {
         loop {
@@ -151,7 +188,7 @@ impl Engine {
             let mut progressed = false;
             let mut still = Vec::new();
             for parked in waiting {
-                match self.apply_one(state, &parked.event, commands) {
+                match self.apply_one(state, &parked.event, out) {
                     Disposition::Parked(reason) => still.push(state::Parked { reason, ..parked }),
                     disposition => {
                         progressed = true;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::state::{SourceRecord, StateKey};
 use crate::model::{ChangeEvent, Command, SourceKind};
 
 /// Why an event produced no command. Bounded: these are metric labels.
@@ -159,12 +160,18 @@ pub struct Decision {
     /// Commands of this event and of any parked events it released, in order.
     pub commands: Vec<Command>,
     pub released: Vec<Released>,
+    /// The state entries this event changed (the runtime persists exactly these).
+    pub touched: Vec<StateKey>,
 }
 
 /// A parked event whose wait ran out; it belongs in the dead letters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
+    /// The case it waited in (whose state changed by its removal).
+    pub case: String,
     pub event: ChangeEvent,
+    /// The record it was decoded from, if the runtime supplied it.
+    pub source: Option<SourceRecord>,
     pub reason: ParkReason,
     pub waited_ms: i64,
 }

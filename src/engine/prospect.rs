@@ -5,7 +5,7 @@
 //! view filters on, and a team owner, so it shows up in no one's "My open leads". A timeline note says
 //! the integration created it. The lead id is derived from the prospect, so re-sending is an upsert.
 
-use super::state::{Origin, Outcome, ProspectSeen};
+use super::state::{Origin, Outcome, ProspectSeen, StateKey};
 use super::{ids, version_check, Disposition, Engine, Out, SkipReason};
 use crate::model::{AlertKind, Change, Command, LeadNote, LeadUpsert, Operation, Prospect};
 
@@ -101,6 +101,7 @@ impl Engine {
         if new_email != old_email {
             if let Some(old) = old_email.as_deref().filter(|e| !e.trim().is_empty()) {
                 let old_key = ids::requester_key(&company, old);
+                out.touch(StateKey::Requester(old_key.clone()));
                 if let Some(cases) = state.requesters.get_mut(&old_key) {
                     cases.remove(&key);
                     if cases.is_empty() {
@@ -109,10 +110,9 @@ impl Engine {
                 }
             }
             if let Some(email) = new_email.as_deref().filter(|e| !e.trim().is_empty()) {
-                let cases = state
-                    .requesters
-                    .entry(ids::requester_key(&company, email))
-                    .or_default();
+                let new_key = ids::requester_key(&company, email);
+                out.touch(StateKey::Requester(new_key.clone()));
+                let cases = state.requesters.entry(new_key).or_default();
                 let others: Vec<String> = cases.iter().filter(|k| **k != key).cloned().collect();
                 cases.insert(key.clone());
                 let other_prospects: Vec<String> = others

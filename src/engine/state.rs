@@ -89,6 +89,8 @@ pub struct ProspectSeen {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Parked {
     pub event: ChangeEvent,
+    #[serde(default)]
+    pub source: Option<SourceRecord>,
     pub since_ms: i64,
     pub reason: super::ParkReason,
 }
@@ -138,4 +140,86 @@ pub struct CustomerLink {
     /// Digest of the last customer fields sent, so an edit that changes no mapped field sends nothing.
     pub last_sent_digest: u64,
     pub email: Option<String>,
+}
+
+/// Where an event came from, as the runtime read it. Opaque to the engine, kept with parked events so
+/// an expired one reaches the dead letters with its original key, value and headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// One entry of the state, as the runtime stores it (one compacted record each).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKey {
+    Case(String),
+    Customer(String),
+    Requester(String),
+}
+
+impl StateKey {
+    /// The record key: `case/<key>`, `customer/<entity>/<id>`, `requester/<company>/<email>`.
+    pub fn to_record_key(&self) -> String {
+        match self {
+            StateKey::Case(k) => format!("case/{k}"),
+            StateKey::Customer(k) => format!("customer/{k}"),
+            StateKey::Requester(k) => format!("requester/{k}"),
+        }
+    }
+
+    pub fn parse(record_key: &str) -> Option<StateKey> {
+        let (kind, rest) = record_key.split_once('/')?;
+        match kind {
+            "case" => Some(StateKey::Case(rest.to_string())),
+            "customer" => Some(StateKey::Customer(rest.to_string())),
+            "requester" => Some(StateKey::Requester(rest.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl EngineState {
+    /// The JSON value of one entry, or `None` if it does not exist (a tombstone).
+    pub fn entry_json(&self, key: &StateKey) -> Option<Vec<u8>> {
+        match key {
+            StateKey::Case(k) => self.cases.get(k).and_then(|v| serde_json::to_vec(v).ok()),
+            StateKey::Customer(k) => self
+                .customers
+                .get(k)
+                .and_then(|v| serde_json::to_vec(v).ok()),
+            StateKey::Requester(k) => self
+                .requesters
+                .get(k)
+                .and_then(|v| serde_json::to_vec(v).ok()),
+        }
+    }
+
+    /// Restores one entry from its record (a `None` value removes it).
+    pub fn restore_entry(
+        &mut self,
+        key: &StateKey,
+        value: Option<&[u8]>,
+    ) -> Result<(), serde_json::Error> {
+        match (key, value) {
+            (StateKey::Case(k), Some(v)) => {
+                drop(self.cases.insert(k.clone(), serde_json::from_slice(v)?))
+            }
+            (StateKey::Customer(k), Some(v)) => {
+                drop(self.customers.insert(k.clone(), serde_json::from_slice(v)?))
+            }
+            (StateKey::Requester(k), Some(v)) => drop(
+                self.requesters
+                    .insert(k.clone(), serde_json::from_slice(v)?),
+            ),
+            (StateKey::Case(k), None) => drop(self.cases.remove(k)),
+            (StateKey::Customer(k), None) => drop(self.customers.remove(k)),
+            (StateKey::Requester(k), None) => drop(self.requesters.remove(k)),
+        }
+        Ok(())
+    }
 }
