@@ -27,7 +27,10 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -41,7 +44,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, content_type: content_type.to_string(), body: body.into() }
+        Response {
+            status,
+            content_type: content_type.to_string(),
+            body: body.into(),
+        }
     }
 }
 
@@ -57,7 +64,11 @@ impl<F: Fn(Request) -> Response + Send + Sync + 'static> Handler for F {
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -84,7 +95,12 @@ async fn connection(stream: TcpStream, handler: Arc<dyn Handler>) -> std::io::Re
         }
         let mut parts = line.split_whitespace();
         let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-            return respond(&mut write, &Response::new(400, "text/plain", "bad request line"), true).await;
+            return respond(
+                &mut write,
+                &Response::new(400, "text/plain", "bad request line"),
+                true,
+            )
+            .await;
         };
         let (method, target) = (method.to_string(), target.to_string());
         let mut headers = Vec::new();
@@ -107,13 +123,26 @@ async fn connection(stream: TcpStream, handler: Arc<dyn Handler>) -> std::io::Re
             .and_then(|(_, v)| v.parse::<usize>().ok())
             .unwrap_or(0);
         if length > MAX_BODY {
-            return respond(&mut write, &Response::new(413, "text/plain", "body too large"), true).await;
+            return respond(
+                &mut write,
+                &Response::new(413, "text/plain", "body too large"),
+                true,
+            )
+            .await;
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
-        let close = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        let close = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let request = Request { method, path: percent_decode(path), query: query.to_string(), headers, body };
+        let request = Request {
+            method,
+            path: percent_decode(path),
+            query: query.to_string(),
+            headers,
+            body,
+        };
         let response = handler.handle(request);
         respond(&mut write, &response, close).await?;
         if close {
@@ -122,7 +151,11 @@ async fn connection(stream: TcpStream, handler: Arc<dyn Handler>) -> std::io::Re
     }
 }
 
-async fn respond(write: &mut (impl AsyncWriteExt + Unpin), r: &Response, close: bool) -> std::io::Result<()> {
+async fn respond(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    r: &Response,
+    close: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
         r.status,
@@ -176,7 +209,10 @@ mod tests {
 
     #[test]
     fn percent_escapes_decode_and_broken_ones_stay() {
-        assert_eq!(percent_decode("/subjects/a%2Fb/versions"), "/subjects/a/b/versions");
+        assert_eq!(
+            percent_decode("/subjects/a%2Fb/versions"),
+            "/subjects/a/b/versions"
+        );
         assert_eq!(percent_decode("/x%2"), "/x%2");
         assert_eq!(percent_decode("/x%zz"), "/x%zz");
     }

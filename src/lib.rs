@@ -17,12 +17,17 @@
 //! - [`scenario`]: readable scenario files (events in order → expected commands) and their runner,
 //!   behind `partner-sync test-scenarios`.
 //! - [`story`]: seeded, realistic onboarding stories, for property tests, benchmarks and demos.
+//! - [`registry`]: the Confluent wire format, a caching Schema Registry client, and an in-process
+//!   registry that follows Confluent's REST API (for tests and the demo).
+//! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
 pub mod codec;
 pub mod engine;
+pub mod http;
 pub mod mapping;
 pub mod model;
+pub mod registry;
 pub mod scenario;
 pub mod settings;
 pub mod story;

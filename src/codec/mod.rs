@@ -145,6 +145,13 @@ impl Codec {
         }
     }
 
+    /// Whether records written with `writer` decode straight into our types: the same fields and
+    /// types in the same order (equal parsing canonical forms; docs, defaults and logical types do not
+    /// change the binary encoding). Compute it once per writer schema id.
+    pub fn reads_directly(&self, kind: SourceKind, writer: &Schema) -> bool {
+        writer.canonical_form() == self.event_schema(kind).canonical_form()
+    }
+
     /// Decodes an event body written with `writer` (the schema the registry id names).
     pub fn decode_event(
         &self,
@@ -152,7 +159,22 @@ impl Codec {
         writer: &Schema,
         bytes: &[u8],
     ) -> Result<ChangeEvent, CodecError> {
-        let reader = self.event_schema(kind);
+        self.decode_event_with(kind, writer, writer == self.event_schema(kind), bytes)
+    }
+
+    /// Like [`Codec::decode_event`], with [`Codec::reads_directly`] computed by the caller.
+    pub fn decode_event_with(
+        &self,
+        kind: SourceKind,
+        writer: &Schema,
+        direct: bool,
+        bytes: &[u8],
+    ) -> Result<ChangeEvent, CodecError> {
+        let reader = if direct {
+            writer
+        } else {
+            self.event_schema(kind)
+        };
         Ok(match kind {
             SourceKind::Prospect => {
                 ChangeEvent::Prospect(read::<Change<_>>(writer, reader, bytes)?)

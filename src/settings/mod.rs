@@ -14,8 +14,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+mod runtime;
+
+pub use runtime::*;
+
 /// The defaults, with a comment on every key.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Everything partner-sync can be configured with.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +33,10 @@ pub struct Settings {
     pub parking: ParkingSettings,
     pub mapping: MappingTables,
     pub value_maps: ValueMaps,
+    pub kafka: KafkaSettings,
+    pub topics: TopicSettings,
+    pub registry: RegistrySettings,
+    pub delivery: DeliverySettings,
 }
 
 /// Who the connector is on each side, so its own writes can be recognised when they come back.

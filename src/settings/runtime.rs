@@ -1,0 +1,329 @@
+//! Runtime settings: Kafka, topics, Schema Registry and delivery, and the one place that knows
+//! librdkafka's property names ([`KafkaSettings::client_config`]).
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// A secret value: deserialized like a string, never shown by `Debug` or `Display`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for handing to a client library. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub client_id: String,
+    pub security_protocol: SecurityProtocol,
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: Secret,
+    pub ssl_ca_location: String,
+    pub ssl_certificate_location: String,
+    pub ssl_key_location: String,
+    pub ssl_key_password: Secret,
+    pub session_timeout_ms: u32,
+    pub fetch_queue_backoff_ms: u32,
+    pub message_timeout_ms: u32,
+    pub linger_ms: u32,
+    pub auto_offset_reset: String,
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What a client is for; each gets the common settings plus its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// The pipeline's consumer: manual offset store, commits only what is done.
+    Consumer,
+    /// Reads the state topic from the beginning on assignment; no group, no commits.
+    StateReader,
+    /// Idempotent producer for commands, state, cases and dead letters.
+    Producer,
+    /// Transactional producer (exactly-once).
+    TransactionalProducer { transactional_id: &'static str },
+}
+
+impl KafkaSettings {
+    /// Every librdkafka property partner-sync sets, for `role`. Refuses conflicting settings with a
+    /// sentence saying what to change.
+    pub fn client_config(&self, role: ClientRole) -> Result<ClientConfig, String> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        c.set("client.id", &self.client_id);
+        let protocol = match self.security_protocol {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        };
+        c.set("security.protocol", protocol);
+        if matches!(
+            self.security_protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        ) {
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&self.sasl_mechanism.as_str())
+            {
+                return Err(format!(
+                    "kafka.sasl_mechanism \"{}\" is not supported; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    self.sasl_mechanism
+                ));
+            }
+            if self.sasl_username.is_empty() || self.sasl_password.is_empty() {
+                return Err(format!(
+                    "kafka.security_protocol = \"{protocol}\" needs kafka.sasl_username and kafka.sasl_password \
+                     (set the password with PARTNER_SYNC__KAFKA__SASL_PASSWORD)"
+                ));
+            }
+            c.set("sasl.mechanism", &self.sasl_mechanism);
+            c.set("sasl.username", &self.sasl_username);
+            c.set("sasl.password", self.sasl_password.expose());
+        } else if !self.sasl_username.is_empty() {
+            return Err(format!(
+                "kafka.sasl_username is set but kafka.security_protocol is \"{protocol}\"; use sasl_plaintext or sasl_ssl, or remove the username"
+            ));
+        }
+        let tls = matches!(
+            self.security_protocol,
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+        );
+        for (key, value) in [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+        ] {
+            if !value.is_empty() {
+                if !tls {
+                    return Err(format!("{key} is set but kafka.security_protocol is \"{protocol}\"; use ssl or sasl_ssl"));
+                }
+                c.set(key, value);
+            }
+        }
+        if self.ssl_certificate_location.is_empty() != self.ssl_key_location.is_empty() {
+            return Err(
+                "mTLS needs both kafka.ssl_certificate_location and kafka.ssl_key_location".into(),
+            );
+        }
+        if !self.ssl_key_password.is_empty() {
+            c.set("ssl.key.password", self.ssl_key_password.expose());
+        }
+        match role {
+            ClientRole::Consumer | ClientRole::StateReader => {
+                c.set(
+                    "fetch.queue.backoff.ms",
+                    self.fetch_queue_backoff_ms.to_string(),
+                );
+                c.set("enable.partition.eof", "false");
+                c.set("isolation.level", "read_committed");
+                if role == ClientRole::Consumer {
+                    c.set("group.id", &self.group_id);
+                    c.set("session.timeout.ms", self.session_timeout_ms.to_string());
+                    c.set("auto.offset.reset", &self.auto_offset_reset);
+                    // Offsets are stored by the pipeline only once a record's outputs are acknowledged.
+                    c.set("enable.auto.commit", "false");
+                    c.set("enable.auto.offset.store", "false");
+                    c.set("partition.assignment.strategy", "range");
+                } else {
+                    c.set("group.id", format!("{}-state-reader", self.group_id));
+                    c.set("enable.auto.commit", "false");
+                    c.set("auto.offset.reset", "earliest");
+                }
+            }
+            ClientRole::Producer | ClientRole::TransactionalProducer { .. } => {
+                c.set("enable.idempotence", "true");
+                c.set("acks", "all");
+                c.set("message.timeout.ms", self.message_timeout_ms.to_string());
+                c.set("linger.ms", self.linger_ms.to_string());
+                c.set("compression.type", "lz4");
+                if let ClientRole::TransactionalProducer { transactional_id } = role {
+                    c.set(
+                        "transactional.id",
+                        format!("{}-{transactional_id}", self.group_id),
+                    );
+                }
+            }
+        }
+        for (key, value) in &self.extra {
+            c.set(key, value);
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    pub prospect_changes: String,
+    pub lead_changes: String,
+    pub opportunity_changes: String,
+    pub contact_changes: String,
+    pub account_changes: String,
+    pub lead_commands: String,
+    pub annotation_commands: String,
+    pub customer_commands: String,
+    pub prospect_status_commands: String,
+    pub hierarchy_commands: String,
+    pub notification_commands: String,
+    pub alerts: String,
+    pub dead_letters: String,
+    pub cases: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectNameStrategy {
+    Topic,
+    Record,
+    TopicRecord,
+}
+
+impl SubjectNameStrategy {
+    /// The subject of a value schema written to `topic` with record `full_name`.
+    pub fn subject(self, topic: &str, full_name: &str) -> String {
+        match self {
+            SubjectNameStrategy::Topic => format!("{topic}-value"),
+            SubjectNameStrategy::Record => full_name.to_string(),
+            SubjectNameStrategy::TopicRecord => format!("{topic}-{full_name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    pub urls: Vec<String>,
+    pub subject_name_strategy: SubjectNameStrategy,
+    pub auto_register: bool,
+    pub username: String,
+    pub password: Secret,
+    pub bearer_token: Secret,
+    pub ca_location: String,
+    pub timeout_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorsTolerance {
+    None,
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub guarantee: Guarantee,
+    pub errors_tolerance: ErrorsTolerance,
+    pub max_in_flight: usize,
+    pub commit_interval_ms: u64,
+    pub shutdown_budget_seconds: u64,
+    pub expiry_interval_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut s = Settings::defaults();
+        s.kafka.sasl_password = Secret::new("hunter2");
+        s.registry.bearer_token = Secret::new("eyJhbGciOi");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("eyJhbGciOi"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"***\""));
+    }
+
+    #[test]
+    fn sasl_scram_over_tls_sets_the_librdkafka_properties() {
+        let mut k = Settings::defaults().kafka;
+        k.security_protocol = SecurityProtocol::SaslSsl;
+        k.sasl_mechanism = "SCRAM-SHA-512".into();
+        k.sasl_username = "svc-partner-sync".into();
+        k.sasl_password = Secret::new("s3cret");
+        k.ssl_ca_location = "/etc/kafka/ca.pem".into();
+        let c = k.client_config(ClientRole::Producer).unwrap();
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn conflicting_security_settings_are_refused_with_what_to_change() {
+        let mut k = Settings::defaults().kafka;
+        k.sasl_username = "user".into();
+        let err = k.client_config(ClientRole::Consumer).unwrap_err();
+        assert!(err.contains("sasl_plaintext or sasl_ssl"), "{err}");
+        let mut k = Settings::defaults().kafka;
+        k.security_protocol = SecurityProtocol::SaslSsl;
+        k.sasl_username = "user".into();
+        let err = k.client_config(ClientRole::Consumer).unwrap_err();
+        assert!(err.contains("PARTNER_SYNC__KAFKA__SASL_PASSWORD"), "{err}");
+        let mut k = Settings::defaults().kafka;
+        k.security_protocol = SecurityProtocol::Ssl;
+        k.ssl_certificate_location = "/c.pem".into();
+        assert!(k
+            .client_config(ClientRole::Consumer)
+            .unwrap_err()
+            .contains("mTLS"));
+    }
+
+    #[test]
+    fn the_consumer_stores_offsets_only_when_told_and_keeps_the_fetch_queue_fed() {
+        let c = Settings::defaults()
+            .kafka
+            .client_config(ClientRole::Consumer)
+            .unwrap();
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+}
