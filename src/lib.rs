@@ -19,6 +19,8 @@
 //! - [`story`]: seeded, realistic onboarding stories, for property tests, benchmarks and demos.
 //! - [`registry`]: the Confluent wire format, a caching Schema Registry client, and an in-process
 //!   registry that follows Confluent's REST API (for tests and the demo).
+//! - [`runtime`]: the Kafka pipeline — route inputs by case, apply the engine with per-partition
+//!   state restored from a compacted topic, produce commands, dead letters, commit what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
@@ -28,6 +30,7 @@ pub mod http;
 pub mod mapping;
 pub mod model;
 pub mod registry;
+pub mod runtime;
 pub mod scenario;
 pub mod settings;
 pub mod story;

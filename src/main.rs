@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use partner_sync::mapping::EngineConfig;
 use partner_sync::scenario;
-use partner_sync::settings::{read_file, Settings};
+use partner_sync::settings::{read_file, ClientRole, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the connector: consume the change topics, apply the mapping rules, produce the commands.
+    Run {
+        /// Configuration file layered over the defaults (environment variables override both).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run scenario files (events in order -> expected commands) against the mapping configuration.
     TestScenarios {
         /// A directory of *.yaml scenario files, or one file.
@@ -42,6 +48,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => run(config.as_deref()),
         Command::TestScenarios { path, config } => test_scenarios(&path, config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
     }
@@ -55,6 +62,13 @@ fn check_config(file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let kafka = [ClientRole::Consumer, ClientRole::Producer]
+        .into_iter()
+        .find_map(|role| settings.kafka.client_config(role).err());
+    if let Some(problem) = kafka {
+        eprintln!("error: {}: {problem}", file.display());
+        return ExitCode::from(2);
+    }
     match EngineConfig::compile(&settings) {
         Ok(_) => {
             println!("{}: configuration is valid.", file.display());
@@ -122,5 +136,50 @@ fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
+    }
+}
+
+fn run(config: Option<&Path>) -> ExitCode {
+    init_tracing();
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    match runtime.block_on(partner_sync::runtime::run(settings, shutdown_signal())) {
+        Ok(stats) => {
+            tracing::info!(counters = ?stats.snapshot(), "partner-sync stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

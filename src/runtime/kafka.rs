@@ -1,0 +1,266 @@
+//! The rdkafka edge: client contexts, the producer with delivery tokens, and state restore.
+//!
+//! Records are converted to owned [`SourceRecord`]s as soon as they are read; nothing past this module
+//! sees an rdkafka message.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{EngineState, SourceRecord, StateKey};
+use crate::settings::{ClientRole, KafkaSettings};
+
+/// Identifies one produced record: which input record it belongs to and in which phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// Index of the input topic-partition in the pipeline's table; `u32::MAX` for records not tied to
+    /// an input (expiry, fences).
+    pub tp: u32,
+    pub offset: i64,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Commands, the case record, or the record's dead letter.
+    One,
+    /// State writes.
+    Two,
+    /// A dead letter for an expired parked event (batch id in `offset`).
+    ExpiryDeadLetter,
+    /// A state write after an expiry.
+    ExpiryState,
+    /// The restore fence of a state partition (partition in `offset`).
+    Fence,
+}
+
+/// A delivery report, as the pipeline consumes it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub token: Token,
+    pub error: Option<(RDKafkaErrorCode, String)>,
+    /// Where the record landed (used by restore fences).
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The producer's context: forwards delivery reports to the pipeline.
+pub struct ProducerCtx {
+    pub deliveries: UnboundedSender<Delivery>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Box<Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
+        let delivery = match result {
+            Ok(m) => Delivery {
+                token: *token,
+                error: None,
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+            Err((e, m)) => Delivery {
+                token: *token,
+                error: Some((
+                    e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown),
+                    e.to_string(),
+                )),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+        };
+        let _ = self.deliveries.send(delivery);
+    }
+}
+
+pub type PipelineProducer = ThreadedProducer<ProducerCtx>;
+
+/// One record to produce.
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+/// Sends a record, waiting politely while the local queue is full.
+pub async fn send(
+    producer: &PipelineProducer,
+    out: OutRecord<'_>,
+    token: Token,
+) -> Result<(), String> {
+    let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+    for (k, v) in out.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    let mut record: BaseRecord<'_, [u8], [u8], Box<Token>> =
+        BaseRecord::with_opaque_to(out.topic, Box::new(token)).headers(headers);
+    if let Some(k) = out.key {
+        record = record.key(k);
+    }
+    if let Some(v) = out.value {
+        record = record.payload(v);
+    }
+    if let Some(p) = out.partition {
+        record = record.partition(p);
+    }
+    let mut waited = Duration::ZERO;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                    && waited < Duration::from_secs(60) =>
+            {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                waited += Duration::from_millis(5);
+            }
+            Err((e, _)) => return Err(format!("cannot queue a record for {}: {e}", out.topic)),
+        }
+    }
+}
+
+/// Partitions assigned and revoked by rebalances, for the pipeline to act on.
+#[derive(Debug, Default)]
+pub struct RebalanceLog {
+    pub revoked: Vec<(String, i32)>,
+    pub assigned: Vec<(String, i32)>,
+    pub count: u64,
+}
+
+/// The consumer's context: on revoke, flushes the producer and commits what is done, so the next owner
+/// of a partition starts from durable outputs; records every change for the pipeline.
+pub struct ConsumerCtx {
+    pub log: Arc<Mutex<RebalanceLog>>,
+    pub producer: OnceLock<Arc<PipelineProducer>>,
+}
+
+impl ClientContext for ConsumerCtx {}
+
+fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some(producer) = self.producer.get() {
+                let _ = producer.flush(Duration::from_secs(10));
+            }
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            let mut log = self.log.lock().expect("rebalance log");
+            log.revoked.extend(pairs(tpl));
+            log.count += 1;
+            tracing::info!(
+                partitions = tpl.count(),
+                "Partitions revoked; outputs flushed and done offsets committed."
+            );
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.log
+                .lock()
+                .expect("rebalance log")
+                .assigned
+                .extend(pairs(tpl));
+            tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+        }
+    }
+}
+
+/// Copies a message into an owned record.
+pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// Reads state-topic partition `partition` from the beginning through offset `fence` (a record this
+/// instance just wrote), into a fresh state. Reading to our own fence, not to the reported high
+/// watermark, guarantees every state write acknowledged before the fence is seen.
+pub fn restore(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    fence: i64,
+    budget: Duration,
+) -> Result<(EngineState, u64), String> {
+    let reader: BaseConsumer = kafka
+        .client_config(ClientRole::StateReader)?
+        .create()
+        .map_err(|e| format!("cannot create the state reader: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| format!("cannot read state topic {topic}: {e}"))?;
+    let mut state = EngineState::default();
+    let mut records = 0;
+    let deadline = Instant::now() + budget;
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "restoring state partition {partition} of {topic} did not reach offset {fence} within {} s",
+                budget.as_secs()
+            ));
+        }
+        let Some(m) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.map_err(|e| format!("reading state topic {topic}: {e}"))?;
+        if let Some(key) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(StateKey::parse)
+        {
+            state.restore_entry(&key, m.payload()).map_err(|e| {
+                format!(
+                    "state record at {topic}/{partition}@{} is not valid: {e}",
+                    m.offset()
+                )
+            })?;
+            records += 1;
+        }
+        if m.offset() >= fence {
+            return Ok((state, records));
+        }
+    }
+}

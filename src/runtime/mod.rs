@@ -1,0 +1,281 @@
+//! The Kafka runtime: the engine on the bus.
+//!
+//! [`run`] checks what production needs before reading anything — every output schema registered
+//! under its subject (or registers it, if asked), every topic present, the cases and state topics
+//! with equal partition counts — then runs the [`pipeline`] until the shutdown future resolves, and
+//! drains. Delivery guarantee: at-least-once (see `docs/ARCHITECTURE.md` and [`tracker`]).
+
+pub mod dead_letter;
+pub mod kafka;
+pub mod pipeline;
+pub mod stats;
+pub mod tracker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use crate::codec::COMMAND_SCHEMAS;
+use crate::engine::Engine;
+use crate::mapping::EngineConfig;
+use crate::model::{CommandKind, SourceKind};
+use crate::registry::{RegistryClient, RegistryError};
+use crate::settings::{ClientRole, Guarantee, Settings, TopicSettings};
+use kafka::{ConsumerCtx, PipelineProducer, ProducerCtx, RebalanceLog};
+use pipeline::Pipeline;
+pub use stats::Stats;
+
+/// Why the runtime stopped. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("Schema Registry: {0}")]
+    Registry(String),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("producing failed: {0}. The records involved were not committed and will be processed again after restart.")]
+    Produce(String),
+    #[error("state: {0}")]
+    State(String),
+    #[error("encoding a command failed: {0}")]
+    Encode(String),
+    #[error("stopped on a bad record: {0}")]
+    Tolerance(String),
+}
+
+/// The topic names, resolved.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    inputs: Vec<(String, SourceKind)>,
+    commands: BTreeMap<CommandKind, String>,
+    pub dead_letters: String,
+    pub cases: String,
+    pub state: String,
+}
+
+impl Topics {
+    pub fn new(t: &TopicSettings) -> Topics {
+        Topics {
+            inputs: vec![
+                (t.prospect_changes.clone(), SourceKind::Prospect),
+                (t.lead_changes.clone(), SourceKind::Lead),
+                (t.opportunity_changes.clone(), SourceKind::Opportunity),
+                (t.contact_changes.clone(), SourceKind::Contact),
+                (t.account_changes.clone(), SourceKind::Account),
+            ],
+            commands: [
+                (CommandKind::LeadUpsert, &t.lead_commands),
+                (CommandKind::LeadNote, &t.annotation_commands),
+                (CommandKind::CustomerUpsert, &t.customer_commands),
+                (CommandKind::ProspectStatus, &t.prospect_status_commands),
+                (CommandKind::CustomerHierarchy, &t.hierarchy_commands),
+                (CommandKind::RejectionEmail, &t.notification_commands),
+                (CommandKind::Alert, &t.alerts),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect(),
+            dead_letters: t.dead_letters.clone(),
+            cases: t.cases.clone(),
+            state: t.state.clone(),
+        }
+    }
+
+    pub fn kind_of(&self, topic: &str) -> Option<SourceKind> {
+        self.inputs
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, k)| *k)
+    }
+
+    pub fn input_topic(&self, kind: SourceKind) -> &str {
+        self.inputs
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map(|(t, _)| t.as_str())
+            .expect("every kind has a topic")
+    }
+
+    pub fn command_topic(&self, kind: CommandKind) -> &str {
+        &self.commands[&kind]
+    }
+
+    /// Every topic the pipeline reads or writes.
+    pub fn all(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.inputs.iter().map(|(t, _)| t.as_str()).collect();
+        all.extend(self.commands.values().map(String::as_str));
+        all.extend([
+            self.dead_letters.as_str(),
+            self.cases.as_str(),
+            self.state.as_str(),
+        ]);
+        all
+    }
+
+    /// What the consumer subscribes to: the inputs and the cases topic.
+    pub fn subscriptions(&self) -> Vec<&str> {
+        let mut s: Vec<&str> = self.inputs.iter().map(|(t, _)| t.as_str()).collect();
+        s.push(&self.cases);
+        s
+    }
+}
+
+async fn with_retry<T>(
+    what: &str,
+    budget: Duration,
+    mut call: impl AsyncFnMut() -> Result<T, RegistryError>,
+) -> Result<T, RuntimeError> {
+    let deadline = Instant::now() + budget;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: the Schema Registry is unavailable; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(RuntimeError::Registry(e.to_string())),
+        }
+    }
+}
+
+/// Checks that every topic exists and that `cases` and `state` have the same number of partitions.
+fn check_topics(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    topics: &Topics,
+) -> Result<(), RuntimeError> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(|e| {
+            RuntimeError::Kafka(format!(
+                "cannot read cluster metadata (is kafka.bootstrap_servers right?): {e}"
+            ))
+        })?;
+    let partitions: HashMap<&str, usize> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect();
+    let missing: Vec<&str> = topics
+        .all()
+        .into_iter()
+        .filter(|t| !partitions.contains_key(t))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RuntimeError::Kafka(format!(
+            "these topics do not exist: {}. Create them (see README, \"Topics\"); partner-sync does not create topics.",
+            missing.join(", ")
+        )));
+    }
+    let (cases, state) = (
+        partitions[topics.cases.as_str()],
+        partitions[topics.state.as_str()],
+    );
+    if cases != state {
+        return Err(RuntimeError::Kafka(format!(
+            "topic {} has {cases} partitions but {} has {state}; they must be equal, because each case's state lives in the partition of the same number",
+            topics.cases, topics.state
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the connector until `shutdown` resolves. Returns the counters of what it did.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Arc<Stats>, RuntimeError> {
+    let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    if settings.delivery.guarantee == Guarantee::ExactlyOnce {
+        return Err(RuntimeError::Config(
+            "delivery.guarantee = \"exactly_once\" is not available in this version; use \"at_least_once\" (commands are idempotent upserts)".into(),
+        ));
+    }
+    let engine = Engine::new(cfg);
+    let topics = Topics::new(&settings.topics);
+    let registry = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
+
+    // Output schemas: registered ahead (checked here) or registered now.
+    let mut schema_ids = HashMap::new();
+    for (kind, text) in COMMAND_SCHEMAS {
+        let schema = Schema::parse_str(text).map_err(|e| RuntimeError::Encode(e.to_string()))?;
+        let full_name = match &schema {
+            Schema::Record(r) => r.name.fullname(None),
+            _ => unreachable!("command schemas are records"),
+        };
+        let subject = settings
+            .registry
+            .subject_name_strategy
+            .subject(topics.command_topic(kind), &full_name);
+        let register = settings.registry.auto_register;
+        let id = with_retry(
+            &format!("checking subject {subject}"),
+            Duration::from_secs(60),
+            async || registry.ensure(&subject, text, register).await,
+        )
+        .await?;
+        schema_ids.insert(kind, id);
+    }
+
+    let (tx, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let producer: Arc<PipelineProducer> = Arc::new(
+        settings
+            .kafka
+            .client_config(ClientRole::Producer)
+            .map_err(RuntimeError::Config)?
+            .create_with_context(ProducerCtx { deliveries: tx })
+            .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
+    );
+    let log = Arc::new(Mutex::new(RebalanceLog::default()));
+    let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
+        settings
+            .kafka
+            .client_config(ClientRole::Consumer)
+            .map_err(RuntimeError::Config)?
+            .create_with_context(ConsumerCtx {
+                log: log.clone(),
+                producer: OnceLock::new(),
+            })
+            .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
+    );
+    let _ = consumer.context().producer.set(producer.clone());
+    {
+        let consumer = consumer.clone();
+        let topics = topics.clone();
+        tokio::task::spawn_blocking(move || check_topics(&consumer, &topics))
+            .await
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
+    }
+    consumer
+        .subscribe(&topics.subscriptions())
+        .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
+    tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
+
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::new(
+        settings,
+        engine,
+        registry,
+        topics,
+        consumer.clone(),
+        producer,
+        schema_ids,
+        log,
+        stats.clone(),
+    );
+    let result = pipeline.run(&mut deliveries, shutdown).await;
+    // Closing a consumer can block (rust-rdkafka #509, #611): do it off the async threads, bounded.
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
+    result.map(|()| stats)
+}

@@ -1,0 +1,808 @@
+//! The processing loop: one consumer over the input topics and the cases topic, one producer.
+//!
+//! - A record from an **input topic** is routed: wire header checked, writer schema fetched (cached),
+//!   Avro decoded, and the original bytes re-keyed by case onto the cases topic (phase 1). Bad records
+//!   go to the dead letters instead.
+//! - A record from the **cases topic** is applied: decoded again, run through the engine with its
+//!   partition's state, commands encoded and sent (phase 1), then the touched state entries are written
+//!   to the same partition of the state topic (phase 2, see [`super::tracker`]).
+//! - Offsets are stored when a record is fully acknowledged and committed every
+//!   `delivery.commit_interval_ms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apache_avro::Schema;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::dead_letter::DeadLetter;
+use super::kafka::{
+    self, ConsumerCtx, Delivery, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
+};
+use super::stats::Stats;
+use super::tracker::PartitionTracker;
+use super::{RuntimeError, Topics};
+use crate::codec::Codec;
+use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
+use crate::model::{ChangeEvent, SourceKind};
+use crate::registry::{wire, RegistryClient, RegistryError};
+use crate::settings::{ErrorsTolerance, Settings};
+
+/// Headers that carry an input record's origin through the cases topic.
+const H_TOPIC: &str = "partnersync.source.topic";
+const H_PARTITION: &str = "partnersync.source.partition";
+const H_OFFSET: &str = "partnersync.source.offset";
+const H_KEY: &str = "partnersync.source.key";
+
+/// A state write waiting in phase 2.
+pub struct StateRecord {
+    key: String,
+    value: Option<Vec<u8>>,
+    partition: i32,
+}
+
+pub struct Pipeline {
+    pub settings: Settings,
+    pub engine: Engine,
+    pub codec: Codec,
+    pub registry: RegistryClient,
+    pub topics: Topics,
+    pub consumer: Arc<StreamConsumer<ConsumerCtx>>,
+    pub producer: Arc<PipelineProducer>,
+    pub schema_ids: HashMap<crate::model::CommandKind, u32>,
+    pub rebalance: Arc<Mutex<RebalanceLog>>,
+    pub stats: Arc<Stats>,
+    direct: HashMap<(u32, SourceKind), bool>,
+    tps: Vec<(String, i32)>,
+    tp_index: HashMap<(String, i32), u32>,
+    trackers: HashMap<u32, PartitionTracker<StateRecord>>,
+    sources: HashMap<(u32, i64), SourceRecord>,
+    states: HashMap<i32, EngineState>,
+    expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
+    next_batch: i64,
+    fences: HashMap<i32, Option<i64>>,
+    in_flight: usize,
+    stored_since_commit: bool,
+}
+
+enum Event {
+    Shutdown,
+    Delivery(Delivery),
+    Message(Result<SourceRecord, String>),
+    Commit,
+    Expire,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        engine: Engine,
+        registry: RegistryClient,
+        topics: Topics,
+        consumer: Arc<StreamConsumer<ConsumerCtx>>,
+        producer: Arc<PipelineProducer>,
+        schema_ids: HashMap<crate::model::CommandKind, u32>,
+        rebalance: Arc<Mutex<RebalanceLog>>,
+        stats: Arc<Stats>,
+    ) -> Pipeline {
+        Pipeline {
+            settings,
+            engine,
+            codec: Codec::new(),
+            registry,
+            topics,
+            consumer,
+            producer,
+            schema_ids,
+            rebalance,
+            stats,
+            direct: HashMap::new(),
+            tps: Vec::new(),
+            tp_index: HashMap::new(),
+            trackers: HashMap::new(),
+            sources: HashMap::new(),
+            states: HashMap::new(),
+            expiry_batches: HashMap::new(),
+            next_batch: 0,
+            fences: HashMap::new(),
+            in_flight: 0,
+            stored_since_commit: false,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then drains within the shutdown budget.
+    pub async fn run(
+        mut self,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RuntimeError> {
+        tokio::pin!(shutdown);
+        let mut commit = tokio::time::interval(Duration::from_millis(
+            self.settings.delivery.commit_interval_ms.max(10),
+        ));
+        let mut expire = tokio::time::interval(Duration::from_secs(
+            self.settings.delivery.expiry_interval_seconds.max(1),
+        ));
+        let mut paused = false;
+        let consumer = self.consumer.clone();
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown => Event::Shutdown,
+                Some(d) = deliveries.recv() => Event::Delivery(d),
+                m = consumer.recv() => Event::Message(m.map(|m| kafka::to_source(&m)).map_err(|e| e.to_string())),
+                _ = commit.tick() => Event::Commit,
+                _ = expire.tick() => Event::Expire,
+            };
+            self.apply_rebalance_log();
+            match event {
+                Event::Shutdown => break,
+                Event::Delivery(d) => self.on_delivery(d).await?,
+                Event::Message(Ok(record)) => {
+                    self.stats.consumed(&record.topic);
+                    self.on_record(record, deliveries).await?
+                }
+                Event::Message(Err(e)) => {
+                    tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
+                }
+                Event::Commit => self.commit(CommitMode::Async),
+                Event::Expire => self.expire().await?,
+            }
+            let limit = self.settings.delivery.max_in_flight.max(1);
+            if !paused && self.in_flight > limit {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+                paused = true;
+                self.stats.set_paused(true);
+            } else if paused && self.in_flight <= limit / 2 {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.resume(&assignment);
+                }
+                paused = false;
+                self.stats.set_paused(false);
+            }
+            self.stats.set_in_flight(self.in_flight);
+        }
+        self.drain(deliveries).await
+    }
+
+    /// Stop intake, finish what is in flight, flush, commit — within the shutdown budget.
+    async fn drain(
+        mut self,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), RuntimeError> {
+        let consumer = self.consumer.clone();
+        let budget = Duration::from_secs(self.settings.delivery.shutdown_budget_seconds);
+        let deadline = Instant::now() + budget;
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+        tracing::info!(
+            in_flight = self.in_flight,
+            "Shutting down: intake stopped, finishing records in flight."
+        );
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, deliveries.recv()).await {
+                Ok(Some(d)) => self.on_delivery(d).await?,
+                _ => break,
+            }
+        }
+        let _ = self.producer.flush(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        self.commit(CommitMode::Sync);
+        if self.in_flight > 0 {
+            tracing::warn!(
+                in_flight = self.in_flight,
+                "Shutdown budget spent with records unfinished; they were not committed and will be processed again after restart."
+            );
+        } else {
+            tracing::info!("Shutdown complete: every record finished and committed.");
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let consumer = self.consumer.clone();
+        if !self.stored_since_commit && matches!(mode, CommitMode::Async) {
+            return;
+        }
+        match consumer.commit_consumer_state(mode) {
+            Ok(()) => self.stats.committed(true),
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(e) => {
+                self.stats.committed(false);
+                tracing::warn!(error = %e, "Committing offsets failed; the next commit will include them.");
+            }
+        }
+        self.stored_since_commit = false;
+    }
+
+    fn apply_rebalance_log(&mut self) {
+        let revoked = {
+            let mut log = self.rebalance.lock().expect("rebalance log");
+            log.assigned.clear();
+            std::mem::take(&mut log.revoked)
+        };
+        for (topic, partition) in revoked {
+            if let Some(tp) = self.tp_index.get(&(topic.clone(), partition)).copied() {
+                if let Some(t) = self.trackers.remove(&tp) {
+                    self.in_flight -= t.len();
+                }
+                self.sources.retain(|(t, _), _| *t != tp);
+            }
+            if topic == self.topics.cases {
+                self.states.remove(&partition);
+                self.fences.remove(&partition);
+            }
+        }
+    }
+
+    fn tp(&mut self, topic: &str, partition: i32) -> u32 {
+        if let Some(i) = self.tp_index.get(&(topic.to_string(), partition)) {
+            return *i;
+        }
+        let i = self.tps.len() as u32;
+        self.tps.push((topic.to_string(), partition));
+        self.tp_index.insert((topic.to_string(), partition), i);
+        i
+    }
+
+    async fn on_record(
+        &mut self,
+        record: SourceRecord,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), RuntimeError> {
+        let tp = self.tp(&record.topic, record.partition);
+        if record.topic == self.topics.cases {
+            self.apply(tp, record, deliveries).await
+        } else {
+            self.route(tp, record).await
+        }
+    }
+
+    /// Fetches the writer schema, retrying while the registry is unavailable (never caching failures).
+    async fn writer_schema(&mut self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        let mut backoff = self.registry.retry_initial;
+        loop {
+            match self.registry.fetch(id).await {
+                Ok(s) => {
+                    self.stats.registry("ok");
+                    return Ok(s);
+                }
+                Err(e) if e.is_retriable() => {
+                    self.stats.registry(e.outcome());
+                    tracing::warn!(schema_id = id, error = %e, retry_in_ms = backoff.as_millis() as u64, "Schema Registry unavailable; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.registry.retry_max);
+                }
+                Err(e) => {
+                    self.stats.registry(e.outcome());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Decodes a record's value as `kind`, or says which dead letter it deserves.
+    async fn decode(
+        &mut self,
+        kind: SourceKind,
+        source: &SourceRecord,
+    ) -> Result<ChangeEvent, DeadLetter> {
+        let (id, body) = match wire::split(Some(&source.value)) {
+            Ok(v) => v,
+            Err(e) => return Err(DeadLetter::from_wire(source.clone(), &e)),
+        };
+        let writer = self
+            .writer_schema(id)
+            .await
+            .map_err(|e| DeadLetter::from_registry(source.clone(), &e))?;
+        let direct = *self
+            .direct
+            .entry((id, kind))
+            .or_insert_with(|| self.codec.reads_directly(kind, &writer));
+        self.codec
+            .decode_event_with(kind, &writer, direct, body)
+            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
+    }
+
+    async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
+        let offset = source.offset;
+        let Some(kind) = self.topics.kind_of(&source.topic) else {
+            return self
+                .dead_letter_input(tp, offset, DeadLetter::from_unknown_topic(source))
+                .await;
+        };
+        let event = match self.decode(kind, &source).await {
+            Ok(e) => e,
+            Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
+        };
+        let case = self.engine.case_key(&event);
+        let mut headers = source.headers.clone();
+        headers.push((H_TOPIC.into(), source.topic.as_bytes().to_vec()));
+        headers.push((
+            H_PARTITION.into(),
+            source.partition.to_string().into_bytes(),
+        ));
+        headers.push((H_OFFSET.into(), source.offset.to_string().into_bytes()));
+        if let Some(k) = &source.key {
+            headers.push((H_KEY.into(), k.clone()));
+        }
+        let out = OutRecord {
+            topic: &self.topics.cases,
+            partition: None,
+            key: Some(case.as_bytes()),
+            value: Some(&source.value),
+            headers: &headers,
+        };
+        kafka::send(
+            &self.producer,
+            out,
+            Token {
+                tp,
+                offset,
+                phase: Phase::One,
+            },
+        )
+        .await
+        .map_err(RuntimeError::Produce)?;
+        self.begin(tp, offset, 1, Vec::new(), source);
+        Ok(())
+    }
+
+    /// Rebuilds the original input record from a cases-topic record.
+    fn original(&self, case_record: &SourceRecord) -> SourceRecord {
+        let header = |k: &str| {
+            case_record
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let text = |k: &str| header(k).and_then(|v| String::from_utf8(v).ok());
+        SourceRecord {
+            topic: text(H_TOPIC).unwrap_or_else(|| case_record.topic.clone()),
+            partition: text(H_PARTITION)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(case_record.partition),
+            offset: text(H_OFFSET)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(case_record.offset),
+            key: header(H_KEY),
+            value: case_record.value.clone(),
+            headers: case_record
+                .headers
+                .iter()
+                .filter(|(n, _)| !n.starts_with("partnersync.source."))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    async fn ensure_state(
+        &mut self,
+        partition: i32,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), RuntimeError> {
+        if self.states.contains_key(&partition) {
+            return Ok(());
+        }
+        // Write a fence to our state partition and wait for its offset; then read everything up to it.
+        let fence_key = format!("fence/{}", self.settings.kafka.client_id);
+        let stamp = now_ms().to_string();
+        let token = Token {
+            tp: u32::MAX,
+            offset: partition as i64,
+            phase: Phase::Fence,
+        };
+        let out = OutRecord {
+            topic: &self.topics.state,
+            partition: Some(partition),
+            key: Some(fence_key.as_bytes()),
+            value: Some(stamp.as_bytes()),
+            headers: &[],
+        };
+        kafka::send(&self.producer, out, token)
+            .await
+            .map_err(RuntimeError::Produce)?;
+        self.fences.insert(partition, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let fence = loop {
+            if let Some(Some(offset)) = self.fences.get(&partition) {
+                break *offset;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, deliveries.recv()).await {
+                Ok(Some(d)) => self.on_delivery(d).await?,
+                _ => return Err(RuntimeError::State(format!(
+                    "the fence for state partition {partition} was not acknowledged within 60 s"
+                ))),
+            }
+        };
+        let kafka = self.settings.kafka.clone();
+        let topic = self.topics.state.clone();
+        let started = Instant::now();
+        let (state, records) = tokio::task::spawn_blocking(move || {
+            kafka::restore(&kafka, &topic, partition, fence, Duration::from_secs(120))
+        })
+        .await
+        .map_err(|e| RuntimeError::State(e.to_string()))?
+        .map_err(RuntimeError::State)?;
+        tracing::info!(
+            partition,
+            records,
+            cases = state.cases.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "State restored."
+        );
+        self.stats.restored();
+        self.states.insert(partition, state);
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        tp: u32,
+        record: SourceRecord,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), RuntimeError> {
+        let partition = record.partition;
+        let offset = record.offset;
+        self.ensure_state(partition, deliveries).await?;
+        let source = self.original(&record);
+        let Some(kind) = self.topics.kind_of(&source.topic) else {
+            return self
+                .dead_letter_input(tp, offset, DeadLetter::from_unknown_topic(source))
+                .await;
+        };
+        let event = match self.decode(kind, &source).await {
+            Ok(e) => e,
+            Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
+        };
+        let started = Instant::now();
+        let modified_on = event.header().modified_on;
+        let state = self.states.get_mut(&partition).expect("restored above");
+        let decision = self
+            .engine
+            .apply_from(state, event, Some(source.clone()), now_ms());
+        let state_records: Vec<StateRecord> = decision
+            .touched
+            .iter()
+            .map(|k| StateRecord {
+                key: k.to_record_key(),
+                value: state.entry_json(k),
+                partition,
+            })
+            .collect();
+        self.stats
+            .decided(kind, &decision, started.elapsed(), modified_on);
+        for r in &decision.released {
+            tracing::debug!(change_id = %r.change_id, disposition = ?r.disposition, "A parked event was completed.");
+        }
+        let mut sent = 0;
+        for command in &decision.commands {
+            let kind = command.kind();
+            let body = self
+                .codec
+                .encode_command(command)
+                .map_err(|e| RuntimeError::Encode(e.to_string()))?;
+            let framed = wire::frame(self.schema_ids[&kind], &body);
+            let key = command.key();
+            let out = OutRecord {
+                topic: self.topics.command_topic(kind),
+                partition: None,
+                key: Some(key.as_bytes()),
+                value: Some(&framed),
+                headers: &source.headers,
+            };
+            kafka::send(
+                &self.producer,
+                out,
+                Token {
+                    tp,
+                    offset,
+                    phase: Phase::One,
+                },
+            )
+            .await
+            .map_err(RuntimeError::Produce)?;
+            self.stats.produced(self.topics.command_topic(kind));
+            sent += 1;
+        }
+        self.begin(tp, offset, sent, state_records, source.clone());
+        if let Disposition::Rejected(rejection) = &decision.disposition {
+            let dl = DeadLetter::from_rejection(source, kind.as_str(), rejection);
+            self.add_dead_letter(tp, offset, dl).await?;
+        }
+        self.advance(tp).await
+    }
+
+    fn begin(
+        &mut self,
+        tp: u32,
+        offset: i64,
+        phase1: usize,
+        phase2: Vec<StateRecord>,
+        source: SourceRecord,
+    ) {
+        self.trackers
+            .entry(tp)
+            .or_default()
+            .begin(offset, phase1, phase2);
+        self.sources.insert((tp, offset), source);
+        self.in_flight += 1;
+    }
+
+    /// The record's only output is its dead letter (or, with errors.tolerance = none, the pipeline stops).
+    async fn dead_letter_input(
+        &mut self,
+        tp: u32,
+        offset: i64,
+        dl: DeadLetter,
+    ) -> Result<(), RuntimeError> {
+        self.begin(tp, offset, 0, Vec::new(), dl.source.clone());
+        self.add_dead_letter(tp, offset, dl).await?;
+        self.advance(tp).await
+    }
+
+    async fn add_dead_letter(
+        &mut self,
+        tp: u32,
+        offset: i64,
+        dl: DeadLetter,
+    ) -> Result<(), RuntimeError> {
+        if self.settings.delivery.errors_tolerance == ErrorsTolerance::None {
+            return Err(RuntimeError::Tolerance(format!(
+                "{} (record {}/{}@{}). errors_tolerance = \"none\" stops here; set delivery.errors_tolerance = \"all\" to route such records to {}",
+                dl.message, dl.source.topic, dl.source.partition, dl.source.offset, self.topics.dead_letters
+            )));
+        }
+        tracing::warn!(topic = %dl.source.topic, partition = dl.source.partition, offset = dl.source.offset, stage = dl.stage, reason = dl.reason, "Record sent to the dead letters: {}", dl.message);
+        self.stats.dead_letter(dl.stage, dl.reason);
+        let headers = dl.headers(&self.settings.kafka.group_id);
+        let out = OutRecord {
+            topic: &self.topics.dead_letters,
+            partition: None,
+            key: dl.source.key.as_deref(),
+            value: Some(&dl.source.value),
+            headers: &headers,
+        };
+        let token = Token {
+            tp,
+            offset,
+            phase: Phase::One,
+        };
+        if let Some(t) = self.trackers.get_mut(&tp) {
+            t.add_phase1(offset, 1);
+        }
+        kafka::send(&self.producer, out, token)
+            .await
+            .map_err(RuntimeError::Produce)
+    }
+
+    async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
+        let Token { tp, offset, phase } = d.token;
+        match phase {
+            Phase::Fence => {
+                if let Some((_, msg)) = d.error {
+                    return Err(RuntimeError::State(format!(
+                        "cannot write the restore fence: {msg}"
+                    )));
+                }
+                self.fences.insert(offset as i32, Some(d.offset));
+                return Ok(());
+            }
+            Phase::ExpiryDeadLetter | Phase::ExpiryState => {
+                if let Some((_, msg)) = d.error {
+                    return Err(RuntimeError::Produce(format!(
+                        "writing an expired event's dead letter or state failed: {msg}"
+                    )));
+                }
+                if phase == Phase::ExpiryDeadLetter {
+                    self.expiry_acked(offset).await?;
+                }
+                return Ok(());
+            }
+            Phase::One | Phase::Two => {}
+        }
+        if !self.trackers.contains_key(&tp) {
+            return Ok(()); // the partition was revoked; its records will be processed again by the new owner
+        }
+        if let Some((code, msg)) = d.error {
+            let too_large = matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
+            );
+            match (phase, too_large, self.sources.get(&(tp, offset)).cloned()) {
+                (Phase::One, true, Some(source)) => {
+                    let dl = DeadLetter::from_produce(source, msg);
+                    self.add_dead_letter(tp, offset, dl).await?;
+                }
+                _ => {
+                    return Err(RuntimeError::Produce(format!(
+                        "an output could not be delivered and librdkafka gave up retrying: {msg}"
+                    )))
+                }
+            }
+        }
+        if let Some(t) = self.trackers.get_mut(&tp) {
+            t.ack(offset, if phase == Phase::One { 1 } else { 2 });
+        }
+        self.advance(tp).await
+    }
+
+    async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
+        let Some(tracker) = self.trackers.get_mut(&tp) else {
+            return Ok(());
+        };
+        let before = tracker.len();
+        let ready = tracker.advance();
+        let after = tracker.len();
+        self.in_flight -= before - after;
+        for (offset, records) in ready.send {
+            for r in records {
+                let out = OutRecord {
+                    topic: &self.topics.state,
+                    partition: Some(r.partition),
+                    key: Some(r.key.as_bytes()),
+                    value: r.value.as_deref(),
+                    headers: &[],
+                };
+                kafka::send(
+                    &self.producer,
+                    out,
+                    Token {
+                        tp,
+                        offset,
+                        phase: Phase::Two,
+                    },
+                )
+                .await
+                .map_err(RuntimeError::Produce)?;
+            }
+        }
+        if let Some(done) = ready.done_through {
+            self.sources.retain(|(t, o), _| *t != tp || *o > done);
+            let (topic, partition) = self.tps[tp as usize].clone();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(done + 1))
+                .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
+            // Storing may fail right after a revoke; the next owner processes the record again.
+            if self.store(&tpl) {
+                self.stored_since_commit = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self, tpl: &TopicPartitionList) -> bool {
+        self.consumer.store_offsets(tpl).is_ok()
+    }
+
+    /// Hands parked events that waited too long to the dead letters. Only partitions with nothing in
+    /// flight are expired, so an expiry's state write can never overtake an earlier record's.
+    async fn expire(&mut self) -> Result<(), RuntimeError> {
+        let now = now_ms();
+        let idle: Vec<i32> = self
+            .states
+            .keys()
+            .copied()
+            .filter(|p| {
+                let tp = self.tp_index.get(&(self.topics.cases.clone(), *p));
+                tp.is_none_or(|tp| self.trackers.get(tp).is_none_or(PartitionTracker::is_empty))
+            })
+            .collect();
+        for partition in idle {
+            let state = self.states.get_mut(&partition).expect("listed above");
+            let expired = self.engine.expire(state, now);
+            if expired.is_empty() {
+                continue;
+            }
+            let mut cases: Vec<String> = expired.iter().map(|e| e.case.clone()).collect();
+            cases.sort();
+            cases.dedup();
+            let records: Vec<StateRecord> = cases
+                .into_iter()
+                .map(|c| {
+                    let key = crate::engine::StateKey::Case(c);
+                    StateRecord {
+                        key: key.to_record_key(),
+                        value: state.entry_json(&key),
+                        partition,
+                    }
+                })
+                .collect();
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            self.expiry_batches.insert(batch, (expired.len(), records));
+            for e in expired {
+                let source = e.source.clone().unwrap_or_else(|| SourceRecord {
+                    topic: self.topics.cases.clone(),
+                    partition,
+                    offset: -1,
+                    key: None,
+                    value: self.codec.encode_event(&e.event).unwrap_or_default(),
+                    headers: vec![],
+                });
+                let dl = DeadLetter::from_expired(source, e.event.kind().as_str(), &e);
+                tracing::warn!(
+                    reason = e.reason.as_str(),
+                    waited_s = e.waited_ms / 1000,
+                    "A parked event expired and goes to the dead letters."
+                );
+                self.stats.dead_letter(dl.stage, dl.reason);
+                self.stats.expired();
+                let headers = dl.headers(&self.settings.kafka.group_id);
+                let out = OutRecord {
+                    topic: &self.topics.dead_letters,
+                    partition: None,
+                    key: dl.source.key.as_deref(),
+                    value: Some(&dl.source.value),
+                    headers: &headers,
+                };
+                kafka::send(
+                    &self.producer,
+                    out,
+                    Token {
+                        tp: u32::MAX,
+                        offset: batch,
+                        phase: Phase::ExpiryDeadLetter,
+                    },
+                )
+                .await
+                .map_err(RuntimeError::Produce)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expiry_acked(&mut self, batch: i64) -> Result<(), RuntimeError> {
+        let Some((left, _)) = self.expiry_batches.get_mut(&batch) else {
+            return Ok(());
+        };
+        *left -= 1;
+        if *left > 0 {
+            return Ok(());
+        }
+        let (_, records) = self.expiry_batches.remove(&batch).expect("present");
+        for r in records {
+            let out = OutRecord {
+                topic: &self.topics.state,
+                partition: Some(r.partition),
+                key: Some(r.key.as_bytes()),
+                value: r.value.as_deref(),
+                headers: &[],
+            };
+            kafka::send(
+                &self.producer,
+                out,
+                Token {
+                    tp: u32::MAX,
+                    offset: batch,
+                    phase: Phase::ExpiryState,
+                },
+            )
+            .await
+            .map_err(RuntimeError::Produce)?;
+        }
+        Ok(())
+    }
+}

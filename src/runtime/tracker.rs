@@ -1,0 +1,172 @@
+//! Which input offsets may be committed: a per-partition, in-order, two-phase acknowledgement tracker.
+//!
+//! Why two phases: an input record causes commands (phase 1) and state writes (phase 2). If the state
+//! were written before the commands were acknowledged, a crash in between would restore a state that
+//! already contains the record's effect; the replayed record would be skipped as a duplicate and its
+//! commands never sent. So a record's state is sent only once all its commands are acknowledged.
+//!
+//! Why in order: state writes for one partition must reach the state topic in input order, or
+//! compaction would keep an older value of a case. So a record's state is sent only after every
+//! earlier record of its partition has sent its own.
+//!
+//! The committable offset of a partition is the contiguous watermark: one past the last record such
+//! that it and every record before it are fully acknowledged. Never a later offset past an unfinished
+//! earlier one. This module is pure; the pipeline feeds it acknowledgements.
+
+use std::collections::VecDeque;
+
+struct Entry<T> {
+    offset: i64,
+    phase1_left: usize,
+    phase2: Option<Vec<T>>,
+    phase2_left: usize,
+    phase2_sent: bool,
+}
+
+/// One input partition's records between intake and full acknowledgement.
+pub struct PartitionTracker<T> {
+    entries: VecDeque<Entry<T>>,
+}
+
+impl<T> Default for PartitionTracker<T> {
+    fn default() -> Self {
+        PartitionTracker {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+/// What the pipeline must do next for a partition.
+pub struct Ready<T> {
+    /// Phase-2 records to send now, with the offset they belong to, in input order.
+    pub send: Vec<(i64, Vec<T>)>,
+    /// The offset of the last record now fully acknowledged (store it; the commit is offset + 1).
+    pub done_through: Option<i64>,
+}
+
+impl<T> PartitionTracker<T> {
+    /// A record entered the pipeline with `phase1` outputs already sent and `phase2` waiting.
+    pub fn begin(&mut self, offset: i64, phase1: usize, phase2: Vec<T>) {
+        debug_assert!(
+            self.entries.back().is_none_or(|e| e.offset < offset),
+            "offsets arrive in order"
+        );
+        self.entries.push_back(Entry {
+            offset,
+            phase1_left: phase1,
+            phase2: Some(phase2),
+            phase2_left: 0,
+            phase2_sent: false,
+        });
+    }
+
+    /// One output of the record at `offset` was acknowledged.
+    pub fn ack(&mut self, offset: i64, phase: u8) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.offset == offset) {
+            if phase == 1 {
+                e.phase1_left = e.phase1_left.saturating_sub(1);
+            } else {
+                e.phase2_left = e.phase2_left.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Adds outputs to phase 1 of the record at `offset` (e.g. a dead letter after a failed command).
+    pub fn add_phase1(&mut self, offset: i64, n: usize) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.offset == offset) {
+            e.phase1_left += n;
+        }
+    }
+
+    /// Moves the partition forward: which phase-2 records to send, and how far it is done.
+    pub fn advance(&mut self) -> Ready<T> {
+        let mut send = Vec::new();
+        for e in self.entries.iter_mut() {
+            if e.phase1_left > 0 {
+                break; // later records must not write state before this one
+            }
+            if !e.phase2_sent {
+                let records = e.phase2.take().unwrap_or_default();
+                e.phase2_left = records.len();
+                e.phase2_sent = true;
+                if !records.is_empty() {
+                    send.push((e.offset, records));
+                }
+            }
+        }
+        let mut done_through = None;
+        while let Some(e) = self.entries.front() {
+            if e.phase1_left == 0 && e.phase2_sent && e.phase2_left == 0 {
+                done_through = Some(e.offset);
+                self.entries.pop_front();
+            } else {
+                break;
+            }
+        }
+        Ready { send, done_through }
+    }
+
+    /// Records not yet fully acknowledged.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_waits_for_the_records_commands_and_commits_follow_the_contiguous_watermark() {
+        let mut t = PartitionTracker::default();
+        t.begin(10, 2, vec!["state-10"]);
+        t.begin(11, 1, vec!["state-11"]);
+        t.ack(11, 1); // record 11's command first: its state must still wait for record 10
+        let r = t.advance();
+        assert!(r.send.is_empty() && r.done_through.is_none());
+        t.ack(10, 1);
+        t.ack(10, 1);
+        let r = t.advance();
+        assert_eq!(
+            r.send,
+            vec![(10, vec!["state-10"]), (11, vec!["state-11"])],
+            "state in input order"
+        );
+        assert_eq!(r.done_through, None, "state not yet acknowledged");
+        t.ack(11, 2);
+        assert_eq!(
+            t.advance().done_through,
+            None,
+            "11 is done but 10 is not: never commit past it"
+        );
+        t.ack(10, 2);
+        assert_eq!(t.advance().done_through, Some(11));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn records_without_outputs_complete_at_once_in_order() {
+        let mut t: PartitionTracker<&str> = PartitionTracker::default();
+        t.begin(5, 0, vec![]);
+        t.begin(6, 1, vec![]);
+        t.begin(7, 0, vec![]);
+        assert_eq!(t.advance().done_through, Some(5));
+        t.ack(6, 1);
+        assert_eq!(t.advance().done_through, Some(7));
+    }
+
+    #[test]
+    fn a_dead_letter_added_to_phase_one_holds_the_record_until_acknowledged() {
+        let mut t = PartitionTracker::default();
+        t.begin(1, 1, vec!["s"]);
+        t.add_phase1(1, 1);
+        t.ack(1, 1);
+        assert!(t.advance().send.is_empty());
+        t.ack(1, 1);
+        assert_eq!(t.advance().send.len(), 1);
+    }
+}
