@@ -23,7 +23,7 @@ use crate::codec::COMMAND_SCHEMAS;
 use crate::engine::Engine;
 use crate::mapping::EngineConfig;
 use crate::model::{CommandKind, SourceKind};
-use crate::registry::{RegistryClient, RegistryError};
+use crate::registry::RegistryClient;
 use crate::settings::{ClientRole, Guarantee, Settings, TopicSettings};
 use kafka::{ConsumerCtx, PipelineProducer, ProducerCtx, RebalanceLog};
 use pipeline::Pipeline;
@@ -125,18 +125,21 @@ impl Topics {
     }
 }
 
-async fn with_retry<T>(
-    what: &str,
-    budget: Duration,
-    mut call: impl AsyncFnMut() -> Result<T, RegistryError>,
-) -> Result<T, RuntimeError> {
-    let deadline = Instant::now() + budget;
+/// Looks up (or registers) one output schema, retrying for up to a minute while the registry is
+/// unavailable, so a connector started alongside its registry does not fail needlessly.
+async fn output_schema_id(
+    registry: &RegistryClient,
+    subject: &str,
+    text: &str,
+    register: bool,
+) -> Result<u32, RuntimeError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut backoff = Duration::from_millis(200);
     loop {
-        match call().await {
-            Ok(v) => return Ok(v),
+        match registry.ensure(subject, text, register).await {
+            Ok(id) => return Ok(id),
             Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tracing::warn!(error = %e, "{what}: the Schema Registry is unavailable; retrying.");
+                tracing::warn!(error = %e, subject, "Checking an output schema: the Schema Registry is unavailable; retrying.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -214,13 +217,8 @@ pub async fn run(
             .registry
             .subject_name_strategy
             .subject(topics.command_topic(kind), &full_name);
-        let register = settings.registry.auto_register;
-        let id = with_retry(
-            &format!("checking subject {subject}"),
-            Duration::from_secs(60),
-            async || registry.ensure(&subject, text, register).await,
-        )
-        .await?;
+        let id =
+            output_schema_id(&registry, &subject, text, settings.registry.auto_register).await?;
         schema_ids.insert(kind, id);
     }
 

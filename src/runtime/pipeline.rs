@@ -432,9 +432,11 @@ impl Pipeline {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, deliveries.recv()).await {
                 Ok(Some(d)) => self.on_delivery(d).await?,
-                _ => return Err(RuntimeError::State(format!(
+                _ => {
+                    return Err(RuntimeError::State(format!(
                     "the fence for state partition {partition} was not acknowledged within 60 s"
-                ))),
+                )))
+                }
             }
         };
         let kafka = self.settings.kafka.clone();

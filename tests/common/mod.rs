@@ -1,0 +1,413 @@
+//! Shared helpers for tests against a real Kafka-protocol broker (Tansu) over TCP on loopback.
+//!
+//! Each test starts its own broker process on a free port with in-memory storage and kills it when
+//! done, so tests are isolated and leave nothing behind. The broker binary is installed by
+//! `scripts/broker.sh install` (which `scripts/test.sh` runs); `TANSU_BIN` overrides its path.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use partner_sync::codec::{Codec, EVENT_SCHEMAS};
+use partner_sync::engine::{Engine, EngineState};
+use partner_sync::mapping::EngineConfig;
+use partner_sync::model::{ChangeEvent, Command as Cmd, CommandKind, SourceKind};
+use partner_sync::registry::fake::{FakeRegistry, RunningRegistry};
+use partner_sync::registry::wire;
+use partner_sync::runtime::Topics;
+use partner_sync::settings::Settings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+pub const START_MS: i64 = 1_772_442_000_000;
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/partner-sync/tansu-0.6.0/bin/tansu")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Tansu broker process; killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let bin = tansu_bin();
+        assert!(bin.exists(), "the Tansu broker is not installed at {}; run `bash scripts/broker.sh install` (scripts/test.sh does)", bin.display());
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            out.status.success(),
+            "creating {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates every topic of the default configuration: inputs with 3 partitions, cases and state with 4.
+    pub fn create_pipeline_topics(&self) {
+        let topics = Topics::new(&Settings::defaults().topics);
+        for t in topics.all() {
+            let partitions = if t == topics.cases || t == topics.state {
+                4
+            } else {
+                3
+            };
+            self.create_topic(t, partitions);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The registry with our input schemas registered under `<topic>-value`; returns their ids.
+pub async fn registry() -> (RunningRegistry, BTreeMap<SourceKind, u32>) {
+    let running = FakeRegistry::start(0).await.unwrap();
+    let topics = Topics::new(&Settings::defaults().topics);
+    let mut ids = BTreeMap::new();
+    for (kind, text) in EVENT_SCHEMAS {
+        let id = running
+            .registry
+            .register(&format!("{}-value", topics.input_topic(kind)), text)
+            .unwrap();
+        ids.insert(kind, id);
+    }
+    (running, ids)
+}
+
+/// A connector configuration for this broker and registry.
+pub fn config_toml(broker: &Broker, registry_url: &str, group: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{group}"
+client_id = "{group}-{}"
+session_timeout_ms = 6000
+[registry]
+urls = ["{registry_url}"]
+auto_register = true
+retry_initial_ms = 50
+retry_max_ms = 500
+[delivery]
+commit_interval_ms = 200
+shutdown_budget_seconds = 10
+expiry_interval_seconds = 1
+"#,
+        broker.bootstrap(),
+        std::process::id()
+    )
+}
+
+pub fn settings(broker: &Broker, registry_url: &str, group: &str) -> Settings {
+    Settings::from_layers(&[&config_toml(broker, registry_url, group)], false).unwrap()
+}
+
+pub fn producer(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "1")
+        .create()
+        .unwrap()
+}
+
+/// Produces events in order to their input topics, Avro in the Confluent wire format, keyed by
+/// record id (as a Dataverse or F&O bridge would).
+pub async fn produce(p: &FutureProducer, ids: &BTreeMap<SourceKind, u32>, events: &[ChangeEvent]) {
+    let codec = Codec::new();
+    let topics = Topics::new(&Settings::defaults().topics);
+    for e in events {
+        let value = wire::frame(ids[&e.kind()], &codec.encode_event(e).unwrap());
+        let record = FutureRecord::to(topics.input_topic(e.kind()))
+            .key(e.entity_id())
+            .payload(&value);
+        p.send(record, Duration::from_secs(10))
+            .await
+            .expect("produce an input");
+    }
+}
+
+pub async fn produce_raw(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "traceparent",
+        value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    });
+    p.send(
+        FutureRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(headers),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Read {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Reads a topic from the beginning until `done` says enough, or `timeout` passes (counting by
+/// consuming, because Tansu's reported high watermark can lag).
+pub fn read_until(
+    broker: &Broker,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Read]) -> bool,
+) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{}-{}", topic, rand_suffix()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && !done(&out) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The commands the pure engine decides for `events`, by command id: what the pipeline must emit.
+pub fn expected_commands(events: &[ChangeEvent]) -> BTreeMap<String, Cmd> {
+    let engine = Engine::new(EngineConfig::defaults());
+    let mut state = EngineState::default();
+    let mut out = BTreeMap::new();
+    for e in events {
+        for c in engine.apply(&mut state, e.clone(), START_MS).commands {
+            out.insert(c.command_id().to_string(), c);
+        }
+    }
+    out
+}
+
+/// Reads every command topic until all expected command ids are present (or time runs out) and checks
+/// that each id appears only as byte-identical records. Returns (seen ids → command, total records).
+pub fn collect_commands(
+    broker: &Broker,
+    expected: &BTreeMap<String, Cmd>,
+    timeout: Duration,
+) -> (BTreeMap<String, Cmd>, usize) {
+    let codec = Codec::new();
+    let topics = Topics::new(&Settings::defaults().topics);
+    let deadline = Instant::now() + timeout;
+    let mut seen: BTreeMap<String, Cmd> = BTreeMap::new();
+    let mut total = 0;
+    for kind in CommandKind::ALL {
+        let want = expected.values().filter(|c| c.kind() == kind).count();
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(500));
+        let records = read_until(broker, topics.command_topic(kind), left, |r| {
+            let ids: std::collections::BTreeSet<String> = r
+                .iter()
+                .map(|x| {
+                    decode_command(&codec, kind, &x.value)
+                        .command_id()
+                        .to_string()
+                })
+                .collect();
+            ids.len() >= want
+        });
+        total += records.len();
+        for r in records {
+            let command = decode_command(&codec, kind, &r.value);
+            let id = command.command_id().to_string();
+            if let Some(previous) = seen.get(&id) {
+                assert_eq!(
+                    previous, &command,
+                    "two different records for one command id {id}"
+                );
+            }
+            seen.insert(id, command);
+        }
+    }
+    (seen, total)
+}
+
+fn decode_command(codec: &Codec, kind: CommandKind, value: &[u8]) -> Cmd {
+    let (_, body) = wire::split(Some(value)).expect("commands are in the wire format");
+    codec.decode_command(kind, body).expect("commands decode")
+}
+
+/// Asserts every expected command arrived with identical content, and nothing unexpected did.
+pub fn assert_same_commands(expected: &BTreeMap<String, Cmd>, seen: &BTreeMap<String, Cmd>) {
+    let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
+    let extra: Vec<&String> = seen.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} expected command(s) missing, e.g. {:?}",
+        missing.len(),
+        missing.first().map(|k| &expected[*k])
+    );
+    assert!(
+        extra.is_empty(),
+        "{} unexpected command(s), e.g. {:?}",
+        extra.len(),
+        extra.first().map(|k| &seen[*k])
+    );
+    for (id, c) in expected {
+        assert_eq!(
+            &seen[id], c,
+            "command {id} differs from the engine's decision"
+        );
+    }
+}
+
+/// The connector binary as a child process (for kill -9 and multi-instance tests).
+pub struct Connector {
+    pub child: Child,
+    pub config: PathBuf,
+}
+
+impl Connector {
+    pub fn spawn(config_text: &str, name: &str) -> Connector {
+        let dir =
+            std::env::temp_dir().join(format!("partner-sync-it-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let log = std::fs::File::create(dir.join("connector.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the connector");
+        Connector { child, config }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_file_name("connector.log")).unwrap_or_default()
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

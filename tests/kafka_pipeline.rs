@@ -1,0 +1,146 @@
+//! The pipeline against a real Kafka-protocol broker (Tansu) over TCP, with Avro in the Confluent
+//! wire format and the in-process Schema Registry. The oracle for every test is the pure engine: the
+//! commands it decides for the same story are what must come out of Kafka.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use partner_sync::engine::ids;
+use partner_sync::mapping::EngineConfig;
+use partner_sync::story;
+use tokio::task::block_in_place;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story::generate(21, 40, &EngineConfig::defaults(), START_MS).clean();
+    let expected = expected_commands(&events);
+    let p = producer(&broker);
+    produce(&p, &ids, &events).await;
+
+    let settings = settings(&broker, &registry.url(), "lifecycle");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
+        let _ = stopped.await;
+    }));
+    let (seen, total) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(90)));
+    assert_same_commands(&expected, &seen);
+    assert_eq!(
+        total,
+        expected.len(),
+        "without failures, no command is sent twice"
+    );
+    // Every kind of outcome of the story is there: leads, customers of both party types, approvals,
+    // hierarchies, rejections and one email per rejection.
+    let count = |k: &str| expected.values().filter(|c| c.kind().as_str() == k).count();
+    assert!(
+        count("customer_hierarchy") > 0
+            && count("rejection_email") > 0
+            && count("customer_upsert") > 0
+    );
+
+    stop.send(()).unwrap();
+    let stats = connector
+        .await
+        .unwrap()
+        .expect("the connector stops cleanly");
+    let snapshot = stats.snapshot();
+    assert!(
+        snapshot
+            .get("decided/lead/skipped/echo")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "our own lead writes came back as echoes: {snapshot:?}"
+    );
+    assert_eq!(
+        snapshot
+            .keys()
+            .filter(|k| k.starts_with("dead_letter/"))
+            .count(),
+        0,
+        "{snapshot:?}"
+    );
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partition_keeps_flowing() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let p = producer(&broker);
+    let topics =
+        partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
+    let lead_topic = topics
+        .input_topic(partner_sync::model::SourceKind::Lead)
+        .to_string();
+    // The same key as a real lead, so the poison sits in the same partition, before real records.
+    let key = ids::lead_id("usrt", "PR-100000");
+    produce_raw(&p, &lead_topic, &key, b"{\"leadid\": \"not avro\"}").await;
+    produce_raw(&p, &lead_topic, &key, &[0, 0, 0, 0x30, 0x39, 1, 2, 3]).await; // schema id 12345: unknown
+    let events = story::generate(4, 6, &EngineConfig::defaults(), START_MS).clean();
+    produce(&p, &ids, &events).await;
+    let expected = expected_commands(&events);
+
+    let settings = settings(&broker, &registry.url(), "poison");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
+        let _ = stopped.await;
+    }));
+    let (seen, _) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(60)));
+    assert_same_commands(&expected, &seen);
+    let dead = block_in_place(|| {
+        read_until(
+            &broker,
+            &topics.dead_letters,
+            Duration::from_secs(30),
+            |r| r.len() >= 2,
+        )
+    });
+    assert_eq!(dead.len(), 2, "exactly the two poison records");
+    let by_reason = |reason: &str| {
+        dead.iter()
+            .find(|d| d.header("partnersync.errors.reason").as_deref() == Some(reason))
+            .cloned()
+    };
+    let json = by_reason("bad_wire_format").expect("the JSON record");
+    assert_eq!(
+        json.value, b"{\"leadid\": \"not avro\"}",
+        "original bytes kept"
+    );
+    assert_eq!(
+        json.key.as_deref(),
+        Some(key.as_bytes()),
+        "original key kept"
+    );
+    assert_eq!(
+        json.header("traceparent").as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(
+        json.header("__connect.errors.topic").as_deref(),
+        Some(lead_topic.as_str())
+    );
+    assert_eq!(
+        json.header("__connect.errors.stage").as_deref(),
+        Some("VALUE_CONVERTER")
+    );
+    assert!(
+        json.header("__connect.errors.offset").is_some()
+            && json.header("__connect.errors.partition").is_some()
+    );
+    let unknown = by_reason("unknown_schema").expect("the record with an unknown schema id");
+    assert!(unknown
+        .header("__connect.errors.exception.message")
+        .unwrap()
+        .contains("12345"));
+    stop.send(()).unwrap();
+    connector.await.unwrap().unwrap();
+}
