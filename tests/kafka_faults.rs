@@ -1,0 +1,190 @@
+//! Faults against a real broker: the connector killed with SIGKILL mid-stream, a second instance
+//! joining mid-stream (rebalance), the Schema Registry down, and SIGTERM. In every case every expected
+//! command arrives, and a command id only ever appears as byte-identical records.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use partner_sync::mapping::EngineConfig;
+use partner_sync::model::ChangeEvent;
+use partner_sync::story;
+use tokio::task::block_in_place;
+
+fn story_events(seed: u64, prospects: usize) -> Vec<ChangeEvent> {
+    story::generate(seed, prospects, &EngineConfig::defaults(), START_MS).clean()
+}
+
+/// Waits until at least `n` records of any command topic exist (so a fault hits mid-stream).
+fn wait_for_some_output(broker: &Broker, n: usize) {
+    let topics =
+        partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
+    let topic = topics
+        .command_topic(partner_sync::model::CommandKind::LeadUpsert)
+        .to_string();
+    let got = read_until(broker, &topic, Duration::from_secs(60), |r| r.len() >= n);
+    assert!(
+        got.len() >= n,
+        "the connector produced only {} lead upserts",
+        got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_killed_with_sigkill_mid_stream_loses_nothing_after_restart() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story_events(31, 150);
+    let expected = expected_commands(&events);
+    let (half1, half2) = events.split_at(events.len() / 2);
+    let p = producer(&broker);
+    produce(&p, &ids, half1).await;
+    let config = config_toml(&broker, &registry.url(), "kill9");
+
+    // Killed while it is working through the first half, before the second half exists.
+    let mut first = Connector::spawn(&config, "kill9-a");
+    block_in_place(|| wait_for_some_output(&broker, 3));
+    first.kill_9();
+    produce(&p, &ids, half2).await;
+    let second = Connector::spawn(&config, "kill9-b");
+    let (seen, total) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(120)));
+    assert_same_commands(&expected, &seen);
+    assert!(total >= expected.len());
+    eprintln!(
+        "kill -9: {} commands expected, {total} records read (duplicates are identical)",
+        expected.len()
+    );
+    let restored_something = second
+        .log()
+        .lines()
+        .any(|l| l.contains("State restored") && !l.contains("records=0 "));
+    assert!(
+        restored_something,
+        "the restarted connector restores the first one's state from Kafka:\n{}",
+        second.log()
+    );
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_one_group_with_a_rebalance_mid_stream_give_the_same_outputs_as_one() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story_events(41, 120);
+    let expected = expected_commands(&events);
+    let (half1, half2) = events.split_at(events.len() / 2);
+    let p = producer(&broker);
+    let config = config_toml(&broker, &registry.url(), "pair");
+
+    let a = Connector::spawn(&config, "pair-a");
+    produce(&p, &ids, half1).await;
+    block_in_place(|| wait_for_some_output(&broker, 5));
+    let b = Connector::spawn(&config, "pair-b");
+    produce(&p, &ids, half2).await;
+    let (seen, _) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(120)));
+    assert_same_commands(&expected, &seen);
+    let logs = format!("{}\n{}", a.log(), b.log());
+    assert!(
+        b.log().contains("Partitions assigned"),
+        "the second instance got partitions:\n{logs}"
+    );
+    assert!(
+        a.log().contains("Partitions revoked"),
+        "the first instance gave some up:\n{logs}"
+    );
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_registry_outage_loses_nothing_and_processing_recovers() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story_events(51, 20);
+    let expected = expected_commands(&events);
+    let p = producer(&broker);
+    produce(&p, &ids, &events).await;
+    // Registered output schemas first (start-up needs them), then the outage before any input schema
+    // was fetched: nothing can be decoded until the registry is back.
+    let settings = settings(&broker, &registry.url(), "outage");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = registry.registry.clone();
+    let outage = tokio::spawn(async move {
+        // Let start-up pass, then fail every call for three seconds.
+        while running.request_count() < 7 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        running.set_unavailable(true);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let failed_during_outage = running.request_count();
+        running.set_unavailable(false);
+        failed_during_outage
+    });
+    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
+        let _ = stopped.await;
+    }));
+    let calls = outage.await.unwrap();
+    assert!(
+        calls > 8,
+        "the connector kept retrying during the outage ({calls} calls)"
+    );
+    let (seen, _) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(60)));
+    assert_same_commands(&expected, &seen);
+    stop.send(()).unwrap();
+    let stats = connector.await.unwrap().unwrap();
+    assert!(
+        stats.get("registry/unavailable") > 0,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert_eq!(
+        stats
+            .snapshot()
+            .keys()
+            .filter(|k| k.starts_with("dead_letter/"))
+            .count(),
+        0,
+        "an outage is not a bad record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_records_and_exits_cleanly_within_the_budget() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story_events(61, 80);
+    let expected = expected_commands(&events);
+    let p = producer(&broker);
+    produce(&p, &ids, &events).await;
+    let config = config_toml(&broker, &registry.url(), "sigterm");
+    let mut c = Connector::spawn(&config, "sigterm");
+    block_in_place(|| wait_for_some_output(&broker, 5));
+    let asked = Instant::now();
+    let status = c
+        .terminate(Duration::from_secs(15))
+        .expect("the connector exits within the shutdown budget");
+    assert!(status.success(), "exit status {status:?}\n{}", c.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(12),
+        "shutdown took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        c.log().contains("SIGTERM received") && c.log().contains("Shutdown complete"),
+        "{}",
+        c.log()
+    );
+    // What was not finished before the stop is finished by the next start.
+    let _next = Connector::spawn(&config, "sigterm-next");
+    let (seen, _) =
+        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(90)));
+    assert_same_commands(&expected, &seen);
+    drop(registry);
+}
