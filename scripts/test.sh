@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
 # The one test command (README: "bash scripts/test.sh"); CI's .ci/run calls exactly this.
-# It installs what it needs itself: today only Rust crates, fetched and built by cargo.
+# It installs what it needs itself: the C libraries librdkafka builds against (if missing), the
+# Kafka-protocol test broker (Tansu, built once and cached), and the Rust crates (cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== system libraries for librdkafka (OpenSSL, zlib, pkg-config)"
+missing=()
+for pkg in libssl-dev zlib1g-dev pkg-config make; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "== test broker (Tansu)"
+TANSU_BIN="$(bash scripts/broker.sh install)"
+export TANSU_BIN
+echo "$TANSU_BIN"
 
 echo "== build (all targets, so benchmarks keep compiling)"
 cargo build --locked --all-targets
 
-echo "== tests: unit, scenario, property, schema and CLI"
+echo "== tests: unit, scenario, property, schema, CLI, registry and Kafka integration"
 cargo test --locked
 
 echo "== scenario files through the command integrators use"
