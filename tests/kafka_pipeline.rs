@@ -19,16 +19,17 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     let (registry, ids) = registry().await;
     let events = story::generate(21, 40, &EngineConfig::defaults(), START_MS).clean();
     let expected = expected_commands(&events);
-    let p = producer(&broker);
+    let p = producer(&broker.bootstrap());
     produce(&p, &ids, &events).await;
 
-    let settings = settings(&broker, &registry.url(), "lifecycle");
+    let settings = settings(&broker.bootstrap(), &registry.url(), "lifecycle");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
         let _ = stopped.await;
     }));
-    let (seen, total) =
-        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(90)));
+    let (seen, total) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
+    });
     assert_same_commands(&expected, &seen);
     assert_eq!(
         total,
@@ -74,7 +75,7 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
     let broker = Broker::start();
     broker.create_pipeline_topics();
     let (registry, ids) = registry().await;
-    let p = producer(&broker);
+    let p = producer(&broker.bootstrap());
     let topics =
         partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
     let lead_topic = topics
@@ -88,17 +89,18 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
     produce(&p, &ids, &events).await;
     let expected = expected_commands(&events);
 
-    let settings = settings(&broker, &registry.url(), "poison");
+    let settings = settings(&broker.bootstrap(), &registry.url(), "poison");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
         let _ = stopped.await;
     }));
-    let (seen, _) =
-        block_in_place(|| collect_commands(&broker, &expected, Duration::from_secs(60)));
+    let (seen, _) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
+    });
     assert_same_commands(&expected, &seen);
     let dead = block_in_place(|| {
         read_until(
-            &broker,
+            &broker.bootstrap(),
             &topics.dead_letters,
             Duration::from_secs(30),
             |r| r.len() >= 2,

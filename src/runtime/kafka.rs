@@ -36,8 +36,6 @@ pub enum Phase {
     ExpiryDeadLetter,
     /// A state write after an expiry.
     ExpiryState,
-    /// The restore fence of a state partition (partition in `offset`).
-    Fence,
 }
 
 /// A delivery report, as the pipeline consumes it.
@@ -145,6 +143,8 @@ pub struct RebalanceLog {
 /// The consumer's context: on revoke, flushes the producer and commits what is done, so the next owner
 /// of a partition starts from durable outputs; records every change for the pipeline.
 pub struct ConsumerCtx {
+    /// Exactly-once: on revoke, leave the transaction to the pipeline instead of flushing and committing.
+    pub transactional: bool,
     pub log: Arc<Mutex<RebalanceLog>>,
     pub producer: OnceLock<Arc<PipelineProducer>>,
 }
@@ -161,10 +161,14 @@ fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            if let Some(producer) = self.producer.get() {
-                let _ = producer.flush(Duration::from_secs(10));
+            // Exactly-once: the pipeline aborts its own open transaction at its next step; this callback
+            // may run while the pipeline is producing, so it must not touch transaction state.
+            if !self.transactional {
+                if let Some(producer) = self.producer.get() {
+                    let _ = producer.flush(Duration::from_secs(10));
+                }
+                let _ = consumer.commit_consumer_state(CommitMode::Sync);
             }
-            let _ = consumer.commit_consumer_state(CommitMode::Sync);
             let mut log = self.log.lock().expect("rebalance log");
             log.revoked.extend(pairs(tpl));
             log.count += 1;

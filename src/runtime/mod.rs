@@ -3,7 +3,9 @@
 //! [`run`] checks what production needs before reading anything — every output schema registered
 //! under its subject (or registers it, if asked), every topic present, the cases and state topics
 //! with equal partition counts — then runs the [`pipeline`] until the shutdown future resolves, and
-//! drains. Delivery guarantee: at-least-once (see `docs/ARCHITECTURE.md` and [`tracker`]).
+//! drains. Delivery guarantee: at-least-once by default (see [`tracker`]), or exactly-once with Kafka
+//! transactions (`delivery.guarantee = "exactly_once"`); `docs/ARCHITECTURE.md` says what each
+//! guarantees and what was verified.
 
 pub mod dead_letter;
 pub mod kafka;
@@ -46,6 +48,9 @@ pub enum RuntimeError {
     Encode(String),
     #[error("stopped on a bad record: {0}")]
     Tolerance(String),
+    /// Exactly-once only: the open transaction must be aborted (handled inside the pipeline).
+    #[error("the transaction was aborted: {0}")]
+    Abort(String),
 }
 
 /// The topic names, resolved.
@@ -196,11 +201,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
     let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
-    if settings.delivery.guarantee == Guarantee::ExactlyOnce {
-        return Err(RuntimeError::Config(
-            "delivery.guarantee = \"exactly_once\" is not available in this version; use \"at_least_once\" (commands are idempotent upserts)".into(),
-        ));
-    }
+    let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
     let engine = Engine::new(cfg);
     let topics = Topics::new(&settings.topics);
     let registry = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
@@ -223,11 +224,25 @@ pub async fn run(
     }
 
     let (tx, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let mut producer_config = settings
+        .kafka
+        .client_config(if transactional {
+            ClientRole::TransactionalProducer
+        } else {
+            ClientRole::Producer
+        })
+        .map_err(RuntimeError::Config)?;
+    if transactional {
+        // One id per instance: a restarted instance reuses it and fences its zombie (KIP-447).
+        let instance =
+            std::env::var("HOSTNAME").unwrap_or_else(|_| settings.kafka.client_id.clone());
+        producer_config.set(
+            "transactional.id",
+            format!("{}-{instance}", settings.kafka.group_id),
+        );
+    }
     let producer: Arc<PipelineProducer> = Arc::new(
-        settings
-            .kafka
-            .client_config(ClientRole::Producer)
-            .map_err(RuntimeError::Config)?
+        producer_config
             .create_with_context(ProducerCtx { deliveries: tx })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
@@ -238,12 +253,27 @@ pub async fn run(
             .client_config(ClientRole::Consumer)
             .map_err(RuntimeError::Config)?
             .create_with_context(ConsumerCtx {
+                transactional,
                 log: log.clone(),
                 producer: OnceLock::new(),
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
     );
     let _ = consumer.context().producer.set(producer.clone());
+    if transactional {
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            p.init_transactions(Duration::from_secs(30))
+        })
+        .await
+        .map_err(|e| RuntimeError::Kafka(e.to_string()))?
+        .map_err(|e| {
+            RuntimeError::Kafka(format!(
+                "cannot initialise transactions (does the cluster support them?): {e}"
+            ))
+        })?;
+    }
     {
         let consumer = consumer.clone();
         let topics = topics.clone();
@@ -257,6 +287,12 @@ pub async fn run(
     tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
 
     let stats = Arc::new(Stats::default());
+    let fence_producer = settings
+        .kafka
+        .client_config(ClientRole::Producer)
+        .map_err(RuntimeError::Config)?
+        .create()
+        .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;
     let pipeline = Pipeline::new(
         settings,
         engine,
@@ -267,7 +303,13 @@ pub async fn run(
         schema_ids,
         log,
         stats.clone(),
+        fence_producer,
     );
+    let pipeline = if transactional {
+        pipeline.transactional()
+    } else {
+        pipeline
+    };
     let result = pipeline.run(&mut deliveries, shutdown).await;
     // Closing a consumer can block (rust-rdkafka #509, #611): do it off the async threads, bounded.
     let closing = tokio::task::spawn_blocking(move || {

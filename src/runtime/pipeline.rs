@@ -65,9 +65,21 @@ pub struct Pipeline {
     states: HashMap<i32, EngineState>,
     expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
     next_batch: i64,
-    fences: HashMap<i32, Option<i64>>,
+    fence_producer: rdkafka::producer::FutureProducer,
     in_flight: usize,
     stored_since_commit: bool,
+    /// Exactly-once: the open transaction, if the guarantee asks for one.
+    txn: Option<Txn>,
+}
+
+/// The open Kafka transaction of the exactly-once mode.
+#[derive(Default)]
+struct Txn {
+    open: bool,
+    /// Why the open transaction must be aborted (a failed delivery), if it must.
+    failed: Option<String>,
+    /// Next offset to consume per input partition, committed with the transaction.
+    offsets: std::collections::BTreeMap<(String, i32), i64>,
 }
 
 enum Event {
@@ -97,6 +109,7 @@ impl Pipeline {
         schema_ids: HashMap<crate::model::CommandKind, u32>,
         rebalance: Arc<Mutex<RebalanceLog>>,
         stats: Arc<Stats>,
+        fence_producer: rdkafka::producer::FutureProducer,
     ) -> Pipeline {
         Pipeline {
             settings,
@@ -117,10 +130,136 @@ impl Pipeline {
             states: HashMap::new(),
             expiry_batches: HashMap::new(),
             next_batch: 0,
-            fences: HashMap::new(),
+            fence_producer,
             in_flight: 0,
             stored_since_commit: false,
+            txn: None,
         }
+    }
+
+    /// Switches to exactly-once: outputs, state and input offsets commit together in transactions.
+    pub fn transactional(mut self) -> Pipeline {
+        self.txn = Some(Txn::default());
+        self
+    }
+
+    /// A record could not be queued. At-least-once: stop (nothing after it may be committed).
+    /// Exactly-once: the transaction is unusable; abort it and process its records again.
+    fn send_error(&self, e: String) -> RuntimeError {
+        if self.txn.is_some() {
+            RuntimeError::Abort(e)
+        } else {
+            RuntimeError::Produce(e)
+        }
+    }
+
+    /// Handles the result of one step: an abort request in exactly-once mode aborts and rejoins.
+    fn settle(&mut self, result: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
+        match result {
+            Err(RuntimeError::Abort(reason)) if self.txn.is_some() => self.abort_txn(&reason),
+            other => other,
+        }
+    }
+
+    /// Opens a transaction if none is open (exactly-once only).
+    fn ensure_txn(&mut self) -> Result<(), RuntimeError> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if !txn.open {
+            tokio::task::block_in_place(|| self.producer.begin_transaction())
+                .map_err(|e| RuntimeError::Kafka(format!("cannot begin a transaction: {e}")))?;
+            txn.open = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with the input offsets; aborts and rewinds on abortable errors;
+    /// stops on fatal ones (a restart re-initialises the producer, fencing this one).
+    fn commit_txn(&mut self) -> Result<(), RuntimeError> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if !txn.open {
+            return Ok(());
+        }
+        if let Some(reason) = txn.failed.take() {
+            return self.abort_txn(&reason);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &txn.offsets {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
+        }
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| RuntimeError::Kafka("the consumer has no group metadata".into()))?;
+        let timeout = Duration::from_secs(30);
+        let result = tokio::task::block_in_place(|| {
+            if tpl.count() > 0 {
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &metadata, timeout)?;
+            }
+            self.producer.commit_transaction(timeout)
+        });
+        match result {
+            Ok(()) => {
+                let txn = self.txn.as_mut().expect("exactly-once");
+                txn.open = false;
+                txn.offsets.clear();
+                self.stats.committed(true);
+                Ok(())
+            }
+            Err(rdkafka::error::KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                self.abort_txn(&e.to_string())
+            }
+            Err(rdkafka::error::KafkaError::Transaction(e))
+                if e.is_retriable() && !e.is_fatal() =>
+            {
+                tracing::warn!(error = %e, "Committing the transaction failed with a retriable error; retrying at the next interval.");
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.committed(false);
+                Err(RuntimeError::Kafka(format!("fatal transaction error: {e}. Restarting re-initialises the producer and fences this instance.")))
+            }
+        }
+    }
+
+    /// Aborts the open transaction, forgets in-memory state (it holds the aborted effects) and rejoins
+    /// the group so every partition restarts from its committed offset.
+    fn abort_txn(&mut self, reason: &str) -> Result<(), RuntimeError> {
+        tracing::warn!(
+            reason,
+            "Aborting the transaction; its records will be processed again."
+        );
+        self.stats.committed(false);
+        tokio::task::block_in_place(|| self.producer.abort_transaction(Duration::from_secs(30)))
+            .map_err(|e| RuntimeError::Kafka(format!("cannot abort the transaction: {e}")))?;
+        if let Some(txn) = self.txn.as_mut() {
+            txn.open = false;
+            txn.offsets.clear();
+        }
+        self.states.clear();
+        // Rejoin the group, so every partition restarts from its committed offset. (Seeking instead
+        // fails for partitions whose fetch has not started, which would silently skip the aborted
+        // records.)
+        let subscriptions: Vec<String> = self
+            .topics
+            .subscriptions()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let names: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+        self.consumer.unsubscribe();
+        self.consumer
+            .subscribe(&names)
+            .map_err(|e| RuntimeError::Kafka(format!("cannot resubscribe after an abort: {e}")))?;
+        self.trackers.clear();
+        self.sources.clear();
+        self.in_flight = 0;
+        Ok(())
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown budget.
@@ -150,16 +289,24 @@ impl Pipeline {
             self.apply_rebalance_log();
             match event {
                 Event::Shutdown => break,
-                Event::Delivery(d) => self.on_delivery(d).await?,
+                Event::Delivery(d) => {
+                    let result = self.on_delivery(d).await;
+                    self.settle(result)?
+                }
                 Event::Message(Ok(record)) => {
                     self.stats.consumed(&record.topic);
-                    self.on_record(record, deliveries).await?
+                    let result = self.on_record(record).await;
+                    self.settle(result)?
                 }
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
                 }
+                Event::Commit if self.txn.is_some() => self.commit_txn()?,
                 Event::Commit => self.commit(CommitMode::Async),
-                Event::Expire => self.expire().await?,
+                Event::Expire => {
+                    let result = self.expire().await;
+                    self.settle(result)?
+                }
             }
             let limit = self.settings.delivery.max_in_flight.max(1);
             if !paused && self.in_flight > limit {
@@ -207,6 +354,9 @@ impl Pipeline {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(100)),
         );
+        if self.txn.is_some() {
+            self.commit_txn()?;
+        }
         self.commit(CommitMode::Sync);
         if self.in_flight > 0 {
             tracing::warn!(
@@ -241,6 +391,21 @@ impl Pipeline {
             log.assigned.clear();
             std::mem::take(&mut log.revoked)
         };
+        if !revoked.is_empty() {
+            if let Some(txn) = self.txn.as_mut() {
+                // The open transaction holds records of revoked partitions: abort it; what it held is
+                // processed again by the partitions' owners, from the committed offsets.
+                if txn.open {
+                    let _ = tokio::task::block_in_place(|| {
+                        self.producer.abort_transaction(Duration::from_secs(30))
+                    });
+                }
+                txn.open = false;
+                txn.failed = None;
+                txn.offsets.clear();
+                self.states.clear();
+            }
+        }
         for (topic, partition) in revoked {
             if let Some(tp) = self.tp_index.get(&(topic.clone(), partition)).copied() {
                 if let Some(t) = self.trackers.remove(&tp) {
@@ -250,7 +415,6 @@ impl Pipeline {
             }
             if topic == self.topics.cases {
                 self.states.remove(&partition);
-                self.fences.remove(&partition);
             }
         }
     }
@@ -265,14 +429,11 @@ impl Pipeline {
         i
     }
 
-    async fn on_record(
-        &mut self,
-        record: SourceRecord,
-        deliveries: &mut UnboundedReceiver<Delivery>,
-    ) -> Result<(), RuntimeError> {
+    async fn on_record(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {
+        self.ensure_txn()?;
         let tp = self.tp(&record.topic, record.partition);
         if record.topic == self.topics.cases {
-            self.apply(tp, record, deliveries).await
+            self.apply(tp, record).await
         } else {
             self.route(tp, record).await
         }
@@ -363,8 +524,8 @@ impl Pipeline {
             },
         )
         .await
-        .map_err(RuntimeError::Produce)?;
-        self.begin(tp, offset, 1, Vec::new(), source);
+        .map_err(|e| self.send_error(e))?;
+        self.begin(tp, offset, 1, Vec::new(), source).await?;
         Ok(())
     }
 
@@ -397,46 +558,28 @@ impl Pipeline {
         }
     }
 
-    async fn ensure_state(
-        &mut self,
-        partition: i32,
-        deliveries: &mut UnboundedReceiver<Delivery>,
-    ) -> Result<(), RuntimeError> {
+    async fn ensure_state(&mut self, partition: i32) -> Result<(), RuntimeError> {
         if self.states.contains_key(&partition) {
             return Ok(());
         }
         // Write a fence to our state partition and wait for its offset; then read everything up to it.
         let fence_key = format!("fence/{}", self.settings.kafka.client_id);
         let stamp = now_ms().to_string();
-        let token = Token {
-            tp: u32::MAX,
-            offset: partition as i64,
-            phase: Phase::Fence,
-        };
-        let out = OutRecord {
-            topic: &self.topics.state,
-            partition: Some(partition),
-            key: Some(fence_key.as_bytes()),
-            value: Some(stamp.as_bytes()),
-            headers: &[],
-        };
-        kafka::send(&self.producer, out, token)
+        let record = rdkafka::producer::FutureRecord::to(&self.topics.state)
+            .partition(partition)
+            .key(&fence_key)
+            .payload(&stamp);
+        let fence = match self
+            .fence_producer
+            .send(record, Duration::from_secs(60))
             .await
-            .map_err(RuntimeError::Produce)?;
-        self.fences.insert(partition, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let fence = loop {
-            if let Some(Some(offset)) = self.fences.get(&partition) {
-                break *offset;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, deliveries.recv()).await {
-                Ok(Some(d)) => self.on_delivery(d).await?,
-                _ => {
-                    return Err(RuntimeError::State(format!(
-                    "the fence for state partition {partition} was not acknowledged within 60 s"
+        {
+            Ok(delivery) => delivery.offset,
+            Err((e, _)) => {
+                return Err(RuntimeError::State(format!(
+                    "cannot write the restore fence to {} partition {partition}: {e}",
+                    self.topics.state
                 )))
-                }
             }
         };
         let kafka = self.settings.kafka.clone();
@@ -460,15 +603,10 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn apply(
-        &mut self,
-        tp: u32,
-        record: SourceRecord,
-        deliveries: &mut UnboundedReceiver<Delivery>,
-    ) -> Result<(), RuntimeError> {
+    async fn apply(&mut self, tp: u32, record: SourceRecord) -> Result<(), RuntimeError> {
         let partition = record.partition;
         let offset = record.offset;
-        self.ensure_state(partition, deliveries).await?;
+        self.ensure_state(partition).await?;
         let source = self.original(&record);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
@@ -525,11 +663,12 @@ impl Pipeline {
                 },
             )
             .await
-            .map_err(RuntimeError::Produce)?;
+            .map_err(|e| self.send_error(e))?;
             self.stats.produced(self.topics.command_topic(kind));
             sent += 1;
         }
-        self.begin(tp, offset, sent, state_records, source.clone());
+        self.begin(tp, offset, sent, state_records, source.clone())
+            .await?;
         if let Disposition::Rejected(rejection) = &decision.disposition {
             let dl = DeadLetter::from_rejection(source, kind.as_str(), rejection);
             self.add_dead_letter(tp, offset, dl).await?;
@@ -537,20 +676,50 @@ impl Pipeline {
         self.advance(tp).await
     }
 
-    fn begin(
+    /// Registers a record whose phase-1 outputs were sent. At-least-once: tracked until acknowledged.
+    /// Exactly-once: its state is sent at once into the same transaction, and its offset committed with it.
+    async fn begin(
         &mut self,
         tp: u32,
         offset: i64,
         phase1: usize,
         phase2: Vec<StateRecord>,
         source: SourceRecord,
-    ) {
+    ) -> Result<(), RuntimeError> {
+        if self.txn.is_some() {
+            for r in phase2 {
+                let out = OutRecord {
+                    topic: &self.topics.state,
+                    partition: Some(r.partition),
+                    key: Some(r.key.as_bytes()),
+                    value: r.value.as_deref(),
+                    headers: &[],
+                };
+                kafka::send(
+                    &self.producer,
+                    out,
+                    Token {
+                        tp,
+                        offset,
+                        phase: Phase::Two,
+                    },
+                )
+                .await
+                .map_err(|e| self.send_error(e))?;
+            }
+            let (topic, partition) = self.tps[tp as usize].clone();
+            if let Some(txn) = self.txn.as_mut() {
+                txn.offsets.insert((topic, partition), offset + 1);
+            }
+            return Ok(());
+        }
         self.trackers
             .entry(tp)
             .or_default()
             .begin(offset, phase1, phase2);
         self.sources.insert((tp, offset), source);
         self.in_flight += 1;
+        Ok(())
     }
 
     /// The record's only output is its dead letter (or, with errors.tolerance = none, the pipeline stops).
@@ -560,7 +729,8 @@ impl Pipeline {
         offset: i64,
         dl: DeadLetter,
     ) -> Result<(), RuntimeError> {
-        self.begin(tp, offset, 0, Vec::new(), dl.source.clone());
+        self.begin(tp, offset, 0, Vec::new(), dl.source.clone())
+            .await?;
         self.add_dead_letter(tp, offset, dl).await?;
         self.advance(tp).await
     }
@@ -597,21 +767,12 @@ impl Pipeline {
         }
         kafka::send(&self.producer, out, token)
             .await
-            .map_err(RuntimeError::Produce)
+            .map_err(|e| self.send_error(e))
     }
 
     async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
         let Token { tp, offset, phase } = d.token;
         match phase {
-            Phase::Fence => {
-                if let Some((_, msg)) = d.error {
-                    return Err(RuntimeError::State(format!(
-                        "cannot write the restore fence: {msg}"
-                    )));
-                }
-                self.fences.insert(offset as i32, Some(d.offset));
-                return Ok(());
-            }
             Phase::ExpiryDeadLetter | Phase::ExpiryState => {
                 if let Some((_, msg)) = d.error {
                     return Err(RuntimeError::Produce(format!(
@@ -624,6 +785,18 @@ impl Pipeline {
                 return Ok(());
             }
             Phase::One | Phase::Two => {}
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            if let Some((code, msg)) = d.error {
+                // Purged records belong to a transaction already aborted.
+                if !matches!(
+                    code,
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                ) {
+                    txn.failed.get_or_insert(msg);
+                }
+            }
+            return Ok(());
         }
         if !self.trackers.contains_key(&tp) {
             return Ok(()); // the partition was revoked; its records will be processed again by the new owner
@@ -678,7 +851,7 @@ impl Pipeline {
                     },
                 )
                 .await
-                .map_err(RuntimeError::Produce)?;
+                .map_err(|e| self.send_error(e))?;
             }
         }
         if let Some(done) = ready.done_through {
@@ -735,6 +908,7 @@ impl Pipeline {
             let batch = self.next_batch;
             self.next_batch += 1;
             self.expiry_batches.insert(batch, (expired.len(), records));
+            self.ensure_txn()?;
             for e in expired {
                 let source = e.source.clone().unwrap_or_else(|| SourceRecord {
                     topic: self.topics.cases.clone(),
@@ -770,7 +944,7 @@ impl Pipeline {
                     },
                 )
                 .await
-                .map_err(RuntimeError::Produce)?;
+                .map_err(|e| self.send_error(e))?;
             }
         }
         Ok(())
@@ -803,7 +977,7 @@ impl Pipeline {
                 },
             )
             .await
-            .map_err(RuntimeError::Produce)?;
+            .map_err(|e| self.send_error(e))?;
         }
         Ok(())
     }

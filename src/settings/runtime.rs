@@ -73,8 +73,8 @@ pub enum ClientRole {
     StateReader,
     /// Idempotent producer for commands, state, cases and dead letters.
     Producer,
-    /// Transactional producer (exactly-once).
-    TransactionalProducer { transactional_id: &'static str },
+    /// Transactional producer (exactly-once); the caller adds `transactional.id`.
+    TransactionalProducer,
 }
 
 impl KafkaSettings {
@@ -162,16 +162,17 @@ impl KafkaSettings {
                     c.set("auto.offset.reset", "earliest");
                 }
             }
-            ClientRole::Producer | ClientRole::TransactionalProducer { .. } => {
+            ClientRole::Producer | ClientRole::TransactionalProducer => {
                 c.set("enable.idempotence", "true");
                 c.set("acks", "all");
                 c.set("message.timeout.ms", self.message_timeout_ms.to_string());
                 c.set("linger.ms", self.linger_ms.to_string());
                 c.set("compression.type", "lz4");
-                if let ClientRole::TransactionalProducer { transactional_id } = role {
+                if role == ClientRole::TransactionalProducer {
+                    // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
                     c.set(
-                        "transactional.id",
-                        format!("{}-{transactional_id}", self.group_id),
+                        "transaction.timeout.ms",
+                        self.message_timeout_ms.max(60_000).to_string(),
                     );
                 }
             }

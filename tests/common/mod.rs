@@ -141,7 +141,7 @@ pub async fn registry() -> (RunningRegistry, BTreeMap<SourceKind, u32>) {
 }
 
 /// A connector configuration for this broker and registry.
-pub fn config_toml(broker: &Broker, registry_url: &str, group: &str) -> String {
+pub fn config_toml(bootstrap: &str, registry_url: &str, group: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -162,18 +162,18 @@ expiry_interval_seconds = 1
 [kafka.extra]
 "batch.num.messages" = "1"
 "#,
-        broker.bootstrap(),
+        bootstrap,
         std::process::id()
     )
 }
 
-pub fn settings(broker: &Broker, registry_url: &str, group: &str) -> Settings {
-    Settings::from_layers(&[&config_toml(broker, registry_url, group)], false).unwrap()
+pub fn settings(bootstrap: &str, registry_url: &str, group: &str) -> Settings {
+    Settings::from_layers(&[&config_toml(bootstrap, registry_url, group)], false).unwrap()
 }
 
-pub fn producer(broker: &Broker) -> FutureProducer {
+pub fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "1")
         // One-record batches: Tansu cannot serve fetches that start inside a batch (tests/broker_quirks.rs).
         .set("batch.num.messages", "1")
@@ -233,14 +233,15 @@ impl Read {
 /// Reads a topic from the beginning until `done` says enough, or `timeout` passes (counting by
 /// consuming, because Tansu's reported high watermark can lag).
 pub fn read_until(
-    broker: &Broker,
+    bootstrap: &str,
     topic: &str,
     timeout: Duration,
     done: impl Fn(&[Read]) -> bool,
 ) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}-{}", topic, rand_suffix()))
+        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
@@ -291,7 +292,7 @@ pub fn expected_commands(events: &[ChangeEvent]) -> BTreeMap<String, Cmd> {
 /// Reads every command topic until all expected command ids are present (or time runs out) and checks
 /// that each id appears only as byte-identical records. Returns (seen ids → command, total records).
 pub fn collect_commands(
-    broker: &Broker,
+    bootstrap: &str,
     expected: &BTreeMap<String, Cmd>,
     timeout: Duration,
 ) -> (BTreeMap<String, Cmd>, usize) {
@@ -301,11 +302,15 @@ pub fn collect_commands(
     let mut seen: BTreeMap<String, Cmd> = BTreeMap::new();
     let mut total = 0;
     for kind in CommandKind::ALL {
-        let want = expected.values().filter(|c| c.kind() == kind).count();
+        let want: std::collections::BTreeSet<&String> = expected
+            .iter()
+            .filter(|(_, c)| c.kind() == kind)
+            .map(|(id, _)| id)
+            .collect();
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(500));
-        let records = read_until(broker, topics.command_topic(kind), left, |r| {
+        let records = read_until(bootstrap, topics.command_topic(kind), left, |r| {
             let ids: std::collections::BTreeSet<String> = r
                 .iter()
                 .map(|x| {
@@ -314,7 +319,7 @@ pub fn collect_commands(
                         .to_string()
                 })
                 .collect();
-            ids.len() >= want
+            want.iter().all(|w| ids.contains(*w))
         });
         total += records.len();
         for r in records {
