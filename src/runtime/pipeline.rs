@@ -688,24 +688,15 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         if self.txn.is_some() {
             for r in phase2 {
-                let out = OutRecord {
-                    topic: &self.topics.state,
-                    partition: Some(r.partition),
-                    key: Some(r.key.as_bytes()),
-                    value: r.value.as_deref(),
-                    headers: &[],
-                };
-                kafka::send(
-                    &self.producer,
-                    out,
+                self.send_state(
+                    &r,
                     Token {
                         tp,
                         offset,
                         phase: Phase::Two,
                     },
                 )
-                .await
-                .map_err(|e| self.send_error(e))?;
+                .await?;
             }
             let (topic, partition) = self.tps[tp as usize].clone();
             if let Some(txn) = self.txn.as_mut() {
@@ -824,6 +815,20 @@ impl Pipeline {
         self.advance(tp).await
     }
 
+    /// Sends one state record to its partition of the state topic.
+    async fn send_state(&self, r: &StateRecord, token: Token) -> Result<(), RuntimeError> {
+        let out = OutRecord {
+            topic: &self.topics.state,
+            partition: Some(r.partition),
+            key: Some(r.key.as_bytes()),
+            value: r.value.as_deref(),
+            headers: &[],
+        };
+        kafka::send(&self.producer, out, token)
+            .await
+            .map_err(|e| self.send_error(e))
+    }
+
     async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
         let Some(tracker) = self.trackers.get_mut(&tp) else {
             return Ok(());
@@ -834,24 +839,15 @@ impl Pipeline {
         self.in_flight -= before - after;
         for (offset, records) in ready.send {
             for r in records {
-                let out = OutRecord {
-                    topic: &self.topics.state,
-                    partition: Some(r.partition),
-                    key: Some(r.key.as_bytes()),
-                    value: r.value.as_deref(),
-                    headers: &[],
-                };
-                kafka::send(
-                    &self.producer,
-                    out,
+                self.send_state(
+                    &r,
                     Token {
                         tp,
                         offset,
                         phase: Phase::Two,
                     },
                 )
-                .await
-                .map_err(|e| self.send_error(e))?;
+                .await?;
             }
         }
         if let Some(done) = ready.done_through {
@@ -960,24 +956,15 @@ impl Pipeline {
         }
         let (_, records) = self.expiry_batches.remove(&batch).expect("present");
         for r in records {
-            let out = OutRecord {
-                topic: &self.topics.state,
-                partition: Some(r.partition),
-                key: Some(r.key.as_bytes()),
-                value: r.value.as_deref(),
-                headers: &[],
-            };
-            kafka::send(
-                &self.producer,
-                out,
+            self.send_state(
+                &r,
                 Token {
                     tp: u32::MAX,
                     offset: batch,
                     phase: Phase::ExpiryState,
                 },
             )
-            .await
-            .map_err(|e| self.send_error(e))?;
+            .await?;
         }
         Ok(())
     }
