@@ -19,12 +19,15 @@
 //! - [`story`]: seeded, realistic onboarding stories, for property tests, benchmarks and demos.
 //! - [`registry`]: the Confluent wire format, a caching Schema Registry client, and an in-process
 //!   registry that follows Confluent's REST API (for tests and the demo).
+//! - [`demo`]: `partner-sync demo` — the real pipeline on an embedded cluster, a seeded story, and a
+//!   summary checked against the engine.
 //! - [`runtime`]: the Kafka pipeline — route inputs by case, apply the engine with per-partition
 //!   state restored from a compacted topic, produce commands, dead letters, commit what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
 pub mod codec;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod mapping;

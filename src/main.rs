@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use partner_sync::mapping::EngineConfig;
+use partner_sync::runtime::{endpoints, Stats};
 use partner_sync::scenario;
 use partner_sync::settings::{read_file, ClientRole, Settings};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// See it work: the real pipeline on an embedded Kafka cluster and Schema Registry, replaying a
+    /// generated onboarding story, with a summary checked against what the story implies.
+    Demo {
+        /// How many partner requests the story has.
+        #[arg(long, default_value_t = 300)]
+        prospects: usize,
+        /// Seed of the story (the same seed gives the same story).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Configuration file layered over the defaults, as for `run`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where /metrics and /health/* are served (overrides telemetry.listen).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+        /// Keep running after the summary, so /metrics can be browsed; stop with Ctrl-C.
+        #[arg(long)]
+        hold: bool,
+    },
     /// Run the connector: consume the change topics, apply the mapping rules, produce the commands.
     Run {
         /// Configuration file layered over the defaults (environment variables override both).
@@ -48,6 +69,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo {
+            prospects,
+            seed,
+            config,
+            listen,
+            hold,
+        } => demo(prospects, seed, config.as_deref(), listen, hold),
         Command::Run { config } => run(config.as_deref()),
         Command::TestScenarios { path, config } => test_scenarios(&path, config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
@@ -140,8 +168,13 @@ fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
 }
 
 fn init_tracing() {
+    init_tracing_with("info");
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_tracing_with(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -171,13 +204,95 @@ fn run(config: Option<&Path>) -> ExitCode {
         .enable_all()
         .build()
         .expect("start the async runtime");
-    match runtime.block_on(partner_sync::runtime::run(settings, shutdown_signal())) {
+    let stats = Arc::new(Stats::default());
+    let result = runtime.block_on(async {
+        let _endpoints = serve_endpoints(&settings.telemetry.listen, stats.clone()).await?;
+        partner_sync::runtime::run_with(settings, stats, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
         Ok(stats) => {
             tracing::info!(counters = ?stats.snapshot(), "partner-sync stopped.");
             ExitCode::SUCCESS
         }
         Err(e) => {
             tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves /metrics and /health/* until the returned sender is dropped.
+async fn serve_endpoints(
+    listen: &str,
+    stats: Arc<Stats>,
+) -> Result<(tokio::sync::oneshot::Sender<()>, String), String> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot serve /metrics on {listen}: {e}. Set telemetry.listen to a free address.")
+    })?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%address, "Serving /metrics, /health/live and /health/ready.");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(endpoints::serve(listener, stats, async move {
+        let _ = stopped.await;
+    }));
+    Ok((stop, address))
+}
+
+fn demo(
+    prospects: usize,
+    seed: u64,
+    config: Option<&Path>,
+    listen: String,
+    hold: bool,
+) -> ExitCode {
+    init_tracing_with("warn");
+    let mut settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    settings.telemetry.listen = listen;
+    settings.kafka.group_id = "partner-sync-demo".into();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    let stats = Arc::new(Stats::default());
+    println!("partner-sync demo: {prospects} partner requests (seed {seed}) on an embedded Kafka cluster and Schema Registry.");
+    let result = runtime.block_on(async {
+        let (_endpoints, address) =
+            serve_endpoints(&settings.telemetry.listen, stats.clone()).await?;
+        eprintln!("Metrics: http://{address}/metrics   Health: http://{address}/health/ready");
+        settings.telemetry.listen = address;
+        partner_sync::demo::run(
+            partner_sync::demo::DemoOptions {
+                prospects,
+                seed,
+                settings,
+                hold,
+            },
+            stats,
+        )
+        .await
+    });
+    match result {
+        Ok(report) => {
+            print!("{}", report.table());
+            if report.all_match() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }

@@ -8,6 +8,7 @@
 //! guarantees and what was verified.
 
 pub mod dead_letter;
+pub mod endpoints;
 pub mod kafka;
 pub mod pipeline;
 pub mod stats;
@@ -200,6 +201,15 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
+    run_with(settings, Arc::new(Stats::default()), shutdown).await
+}
+
+/// Like [`run`], counting into `stats` (which callers may watch while it runs).
+pub async fn run_with(
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Arc<Stats>, RuntimeError> {
     let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
     let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
     let engine = Engine::new(cfg);
@@ -286,7 +296,6 @@ pub async fn run(
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
     tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
 
-    let stats = Arc::new(Stats::default());
     let fence_producer = settings
         .kafka
         .client_config(ClientRole::Producer)

@@ -388,6 +388,9 @@ impl Pipeline {
     fn apply_rebalance_log(&mut self) {
         let revoked = {
             let mut log = self.rebalance.lock().expect("rebalance log");
+            if !log.assigned.is_empty() {
+                self.stats.set_ready(true);
+            }
             log.assigned.clear();
             std::mem::take(&mut log.revoked)
         };

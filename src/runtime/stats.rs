@@ -18,6 +18,7 @@ pub struct Stats {
     in_flight: AtomicUsize,
     paused: AtomicBool,
     restores: AtomicU64,
+    ready: AtomicBool,
 }
 
 impl Stats {
@@ -98,5 +99,33 @@ impl Stats {
 
     pub fn restores(&self) -> u64 {
         self.restores.load(Ordering::Relaxed)
+    }
+
+    /// Ready: partitions are assigned and the pipeline is consuming.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// The sum of every counter whose name starts with `prefix`.
+    pub fn sum(&self, prefix: &str) -> u64 {
+        self.counts
+            .lock()
+            .expect("stats")
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
     }
 }

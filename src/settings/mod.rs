@@ -37,6 +37,7 @@ pub struct Settings {
     pub topics: TopicSettings,
     pub registry: RegistrySettings,
     pub delivery: DeliverySettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// Who the connector is on each side, so its own writes can be recognised when they come back.

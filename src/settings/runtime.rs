@@ -328,3 +328,10 @@ mod tests {
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
     }
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Address of /metrics, /health/live and /health/ready.
+    pub listen: String,
+}

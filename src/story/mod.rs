@@ -98,6 +98,7 @@ pub fn generate(seed: u64, prospects: usize, cfg: &EngineConfig, start_ms: i64) 
             case(
                 &mut rng,
                 i,
+                None,
                 &cfg.default_company,
                 &cfg.sales_user,
                 start_ms + i as i64 * 10_000,
@@ -105,6 +106,24 @@ pub fn generate(seed: u64, prospects: usize, cfg: &EngineConfig, start_ms: i64) 
         })
         .collect();
     Story { cases }
+}
+
+/// One case with a chosen `path`, numbered `index` (its ProspectId is `PR-<100000 + index>`).
+pub fn generate_case(
+    seed: u64,
+    index: usize,
+    path: Path,
+    cfg: &EngineConfig,
+    start_ms: i64,
+) -> CaseStory {
+    case(
+        &mut Rng::new(seed),
+        index,
+        Some(path),
+        &cfg.default_company,
+        &cfg.sales_user,
+        start_ms,
+    )
 }
 
 fn uuid_like(rng: &mut Rng) -> String {
@@ -138,7 +157,14 @@ fn header(
     }
 }
 
-fn case(rng: &mut Rng, index: usize, company: &str, connector: &str, t0: i64) -> CaseStory {
+fn case(
+    rng: &mut Rng,
+    index: usize,
+    forced: Option<Path>,
+    company: &str,
+    connector: &str,
+    t0: i64,
+) -> CaseStory {
     let prospect_id = format!("PR-{:06}", 100_000 + index);
     let first = *rng.pick(FIRST);
     let last = *rng.pick(LAST);
@@ -162,12 +188,12 @@ fn case(rng: &mut Rng, index: usize, company: &str, connector: &str, t0: i64) ->
     );
     let (city, state, country) = *rng.pick(CITIES);
     let street = format!("{} {}", 100 + rng.below(9000), rng.pick(STREETS));
-    let path = match rng.below(10) {
+    let path = forced.unwrap_or(match rng.below(10) {
         0..=4 => Path::Won,
         5 | 6 => Path::Disqualified(4 + rng.below(4) as i32),
         7 | 8 => Path::Lost(4 + rng.below(2) as i32),
         _ => Path::DisqualifiedTwice,
-    };
+    });
     let lead_id = ids::lead_id(company, &prospect_id);
     let change = |what: &str, n: usize| format!("{prospect_id}-{what}-{n}");
     let minute = 60_000;
