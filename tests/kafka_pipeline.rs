@@ -146,3 +146,47 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
     stop.send(()).unwrap();
     connector.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_errors_tolerance_none_the_first_bad_record_stops_the_connector_with_a_clear_error() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, _ids) = registry().await;
+    let p = producer(&broker.bootstrap());
+    let topics =
+        partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
+    produce_raw(
+        &p,
+        topics.input_topic(partner_sync::model::SourceKind::Contact),
+        "c-1",
+        b"not avro",
+    )
+    .await;
+    let mut settings = settings(&broker.bootstrap(), &registry.url(), "tolerance-none");
+    settings.delivery.errors_tolerance = partner_sync::settings::ErrorsTolerance::None;
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        partner_sync::runtime::run(settings, std::future::pending()),
+    )
+    .await;
+    let error = result
+        .expect("the connector stops by itself")
+        .expect_err("it stops with an error");
+    let text = error.to_string();
+    assert!(
+        text.contains("errors_tolerance") && text.contains("sales.contact.changes"),
+        "{text}"
+    );
+    let dead = block_in_place(|| {
+        read_until(
+            &broker.bootstrap(),
+            &topics.dead_letters,
+            Duration::from_secs(3),
+            |r| !r.is_empty(),
+        )
+    });
+    assert!(
+        dead.is_empty(),
+        "with tolerance none nothing goes to the dead letters"
+    );
+}
