@@ -158,6 +158,9 @@ retry_max_ms = 500
 commit_interval_ms = 200
 shutdown_budget_seconds = 10
 expiry_interval_seconds = 1
+# Several instances run side by side in tests: each serves /metrics on a free port.
+[telemetry]
+listen = "127.0.0.1:0"
 # Tansu cannot serve fetches that start inside a batch (tests/broker_quirks.rs).
 [kafka.extra]
 "batch.num.messages" = "1"
