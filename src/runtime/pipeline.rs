@@ -517,8 +517,7 @@ impl Pipeline {
             value: Some(&source.value),
             headers: &headers,
         };
-        kafka::send(
-            &self.producer,
+        self.send_out(
             out,
             Token {
                 tp,
@@ -526,8 +525,7 @@ impl Pipeline {
                 phase: Phase::One,
             },
         )
-        .await
-        .map_err(|e| self.send_error(e))?;
+        .await?;
         self.begin(tp, offset, 1, Vec::new(), source).await?;
         Ok(())
     }
@@ -656,8 +654,7 @@ impl Pipeline {
                 value: Some(&framed),
                 headers: &source.headers,
             };
-            kafka::send(
-                &self.producer,
+            self.send_out(
                 out,
                 Token {
                     tp,
@@ -665,8 +662,7 @@ impl Pipeline {
                     phase: Phase::One,
                 },
             )
-            .await
-            .map_err(|e| self.send_error(e))?;
+            .await?;
             self.stats.produced(self.topics.command_topic(kind));
             sent += 1;
         }
@@ -759,6 +755,11 @@ impl Pipeline {
         if let Some(t) = self.trackers.get_mut(&tp) {
             t.add_phase1(offset, 1);
         }
+        self.send_out(out, token).await
+    }
+
+    /// Queues one output record; a refused record is a [`Pipeline::send_error`].
+    async fn send_out(&self, out: OutRecord<'_>, token: Token) -> Result<(), RuntimeError> {
         kafka::send(&self.producer, out, token)
             .await
             .map_err(|e| self.send_error(e))
@@ -827,9 +828,7 @@ impl Pipeline {
             value: r.value.as_deref(),
             headers: &[],
         };
-        kafka::send(&self.producer, out, token)
-            .await
-            .map_err(|e| self.send_error(e))
+        self.send_out(out, token).await
     }
 
     async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
@@ -933,8 +932,7 @@ impl Pipeline {
                     value: Some(&dl.source.value),
                     headers: &headers,
                 };
-                kafka::send(
-                    &self.producer,
+                self.send_out(
                     out,
                     Token {
                         tp: u32::MAX,
@@ -942,8 +940,7 @@ impl Pipeline {
                         phase: Phase::ExpiryDeadLetter,
                     },
                 )
-                .await
-                .map_err(|e| self.send_error(e))?;
+                .await?;
             }
         }
         Ok(())
