@@ -190,3 +190,32 @@ async fn with_errors_tolerance_none_the_first_bad_record_stops_the_connector_wit
         "with tolerance none nothing goes to the dead letters"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_outputs_pause_intake_instead_of_buffering_and_nothing_is_lost() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story::generate(23, 8, &EngineConfig::defaults(), START_MS).clean();
+    let expected = expected_commands(&events);
+    produce(&producer(&broker.bootstrap()), &ids, &events).await;
+    let mut settings = settings(&broker.bootstrap(), &registry.url(), "backpressure");
+    // At most four records in flight: intake pauses again and again while outputs are acknowledged.
+    settings.delivery.max_in_flight = 4;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
+        let _ = stopped.await;
+    }));
+    let (seen, total) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(120))
+    });
+    assert_same_commands(&expected, &seen);
+    assert_eq!(total, expected.len());
+    stop.send(()).unwrap();
+    let stats = connector.await.unwrap().unwrap();
+    assert!(
+        stats.get("intake_pauses") > 0,
+        "intake paused: {:?}",
+        stats.snapshot()
+    );
+}

@@ -78,6 +78,12 @@ pub fn render(stats: &Stats) -> String {
                 "Parked events that waited too long.",
                 format!(" {value}"),
             ),
+            ["intake_pauses"] => add(
+                "partnersync_intake_pauses_total",
+                "counter",
+                "Times intake paused because too many records were in flight.",
+                format!(" {value}"),
+            ),
             ["commits"] => add(
                 "partnersync_commits_total",
                 "counter",

@@ -94,6 +94,9 @@ impl Stats {
     }
 
     pub fn set_paused(&self, paused: bool) {
+        if paused && !self.paused.load(Ordering::Relaxed) {
+            self.add("intake_pauses".into(), 1);
+        }
         self.paused.store(paused, Ordering::Relaxed);
     }
 
