@@ -299,8 +299,31 @@ pub fn collect_commands(
     expected: &BTreeMap<String, Cmd>,
     timeout: Duration,
 ) -> (BTreeMap<String, Cmd>, usize) {
+    collect_commands_from(
+        bootstrap,
+        &Topics::new(&Settings::defaults().topics),
+        expected,
+        timeout,
+    )
+}
+
+/// Like [`collect_commands`], from the given topic names; returns only the commands seen.
+pub fn collect_commands_in(
+    bootstrap: &str,
+    topics: &Topics,
+    expected: &BTreeMap<String, Cmd>,
+    timeout: Duration,
+) -> BTreeMap<String, Cmd> {
+    collect_commands_from(bootstrap, topics, expected, timeout).0
+}
+
+fn collect_commands_from(
+    bootstrap: &str,
+    topics: &Topics,
+    expected: &BTreeMap<String, Cmd>,
+    timeout: Duration,
+) -> (BTreeMap<String, Cmd>, usize) {
     let codec = Codec::new();
-    let topics = Topics::new(&Settings::defaults().topics);
     let deadline = Instant::now() + timeout;
     let mut seen: BTreeMap<String, Cmd> = BTreeMap::new();
     let mut total = 0;
