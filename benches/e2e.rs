@@ -8,6 +8,7 @@
 //! - raw copy: rdkafka BaseConsumer → BaseProducer, bytes unchanged, to a copy topic;
 //! - partner-sync: the full pipeline (route, engine with state in Kafka, commands, at-least-once
 //!   commits), until every record is applied and acknowledged.
+//!
 //! Rounds alternate the two, each on fresh topics and groups; the medians and their ratio are printed.
 //! It checks its own output: every command the pure engine decides for the workload is present.
 //! Not measured yet: CPU per record, peak RSS, latency at a fixed offered rate.
