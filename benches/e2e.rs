@@ -231,6 +231,13 @@ fn main() {
             full.push(n as f64 / took.as_secs_f64());
             stop.send(()).unwrap();
             connector.await.unwrap().unwrap();
+            eprintln!(
+                "round {round}: the connector decided {} commands and produced {} records (expected {}), {} in flight",
+                stats.sum("command/"),
+                stats.sum("produced/"),
+                expected.len(),
+                stats.in_flight()
+            );
             if round == 0 {
                 // The benchmark checks its own output once: every expected command is on Kafka.
                 let seen = tokio::task::block_in_place(|| {
