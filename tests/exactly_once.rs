@@ -48,19 +48,12 @@ async fn transactions_deliver_every_command_exactly_once_in_a_clean_run() {
     let events = story::generate(71, 40, &EngineConfig::defaults(), START_MS).clean();
     let expected = expected_commands(&events);
     produce(&producer(&bootstrap), &ids, &events).await;
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = tokio::spawn(partner_sync::runtime::run(
-        eos_settings(&bootstrap, &registry.url(), "eos"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let connector = InProcess::start(eos_settings(&bootstrap, &registry.url(), "eos"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     if connector.is_finished() {
         panic!(
             "the connector stopped early: {:?}",
-            connector.await.unwrap().err()
+            connector.stop().await.err()
         );
     }
     let (seen, total) =
@@ -71,8 +64,7 @@ async fn transactions_deliver_every_command_exactly_once_in_a_clean_run() {
         expected.len(),
         "exactly once: no command record twice"
     );
-    stop.send(()).unwrap();
-    let stats = connector.await.unwrap().expect("clean stop");
+    let stats = connector.stop().await.expect("clean stop");
     assert!(
         stats.get("commits") > 0,
         "transactions were committed: {:?}",
@@ -99,14 +91,7 @@ async fn an_abortable_transaction_error_aborts_and_the_connector_keeps_committin
         RDKafkaApiKey::TxnOffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID],
     );
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = tokio::spawn(partner_sync::runtime::run(
-        eos_settings(&bootstrap, &registry.url(), "eos-abort"),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let connector = InProcess::start(eos_settings(&bootstrap, &registry.url(), "eos-abort"));
     tokio::time::sleep(Duration::from_secs(8)).await;
     produce(&p, &ids, second).await;
     // Records produced after the abort are processed and committed in new transactions.
@@ -122,8 +107,7 @@ async fn an_abortable_transaction_error_aborts_and_the_connector_keeps_committin
         "prospects produced after the abort got their leads' notes"
     );
     assert!(!connector.is_finished(), "the connector survived the abort");
-    stop.send(()).unwrap();
-    let stats = connector.await.unwrap().expect("clean stop");
+    let stats = connector.stop().await.expect("clean stop");
     assert!(
         stats.get("commit_failures") > 0,
         "the injected error aborted a transaction: {:?}",

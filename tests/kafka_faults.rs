@@ -120,7 +120,6 @@ async fn a_schema_registry_outage_loses_nothing_and_processing_recovers() {
     // Registered output schemas first (start-up needs them), then the outage before any input schema
     // was fetched: nothing can be decoded until the registry is back.
     let settings = settings(&broker.bootstrap(), &registry.url(), "outage");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = registry.registry.clone();
     let outage = tokio::spawn(async move {
         // Let start-up pass, then fail every call for three seconds.
@@ -133,9 +132,7 @@ async fn a_schema_registry_outage_loses_nothing_and_processing_recovers() {
         running.set_unavailable(false);
         failed_during_outage
     });
-    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
-        let _ = stopped.await;
-    }));
+    let connector = InProcess::start(settings);
     let calls = outage.await.unwrap();
     assert!(
         calls > 8,
@@ -145,8 +142,7 @@ async fn a_schema_registry_outage_loses_nothing_and_processing_recovers() {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
     });
     assert_same_commands(&expected, &seen);
-    stop.send(()).unwrap();
-    let stats = connector.await.unwrap().unwrap();
+    let stats = connector.stop().await.unwrap();
     assert!(
         stats.get("registry/unavailable") > 0,
         "{:?}",

@@ -23,10 +23,7 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     produce(&p, &ids, &events).await;
 
     let settings = settings(&broker.bootstrap(), &registry.url(), "lifecycle");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
-        let _ = stopped.await;
-    }));
+    let connector = InProcess::start(settings);
     let (seen, total) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
     });
@@ -45,11 +42,7 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
             && count("customer_upsert") > 0
     );
 
-    stop.send(()).unwrap();
-    let stats = connector
-        .await
-        .unwrap()
-        .expect("the connector stops cleanly");
+    let stats = connector.stop().await.expect("the connector stops cleanly");
     let snapshot = stats.snapshot();
     assert!(
         snapshot
@@ -90,10 +83,7 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
     let expected = expected_commands(&events);
 
     let settings = settings(&broker.bootstrap(), &registry.url(), "poison");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
-        let _ = stopped.await;
-    }));
+    let connector = InProcess::start(settings);
     let (seen, _) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
     });
@@ -143,8 +133,7 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
         .header("__connect.errors.exception.message")
         .unwrap()
         .contains("12345"));
-    stop.send(()).unwrap();
-    connector.await.unwrap().unwrap();
+    connector.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,17 +191,13 @@ async fn slow_outputs_pause_intake_instead_of_buffering_and_nothing_is_lost() {
     let mut settings = settings(&broker.bootstrap(), &registry.url(), "backpressure");
     // At most four records in flight: intake pauses again and again while outputs are acknowledged.
     settings.delivery.max_in_flight = 4;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = tokio::spawn(partner_sync::runtime::run(settings, async move {
-        let _ = stopped.await;
-    }));
+    let connector = InProcess::start(settings);
     let (seen, total) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(120))
     });
     assert_same_commands(&expected, &seen);
     assert_eq!(total, expected.len());
-    stop.send(()).unwrap();
-    let stats = connector.await.unwrap().unwrap();
+    let stats = connector.stop().await.unwrap();
     assert!(
         stats.get("intake_pauses") > 0,
         "intake paused: {:?}",

@@ -450,3 +450,35 @@ impl Drop for Connector {
         let _ = self.child.wait();
     }
 }
+
+/// The connector running in-process (the runtime's `run`), stopped on demand.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<
+        Result<std::sync::Arc<partner_sync::runtime::Stats>, partner_sync::runtime::RuntimeError>,
+    >,
+}
+
+impl InProcess {
+    pub fn start(settings: Settings) -> InProcess {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(partner_sync::runtime::run(settings, async move {
+            let _ = stopped.await;
+        }));
+        InProcess { stop, handle }
+    }
+
+    /// True if it stopped by itself (an error, since only `stop` ends it cleanly).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Asks it to shut down (if still running) and returns how it ended.
+    pub async fn stop(
+        self,
+    ) -> Result<std::sync::Arc<partner_sync::runtime::Stats>, partner_sync::runtime::RuntimeError>
+    {
+        let _ = self.stop.send(());
+        self.handle.await.expect("the connector task panicked")
+    }
+}
