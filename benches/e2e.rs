@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use partner_sync::mapping::EngineConfig;
 use partner_sync::model::{Change, ChangeEvent, Contact};
+use partner_sync::runtime::stats::names;
 use partner_sync::runtime::{Stats, Topics};
 use partner_sync::settings::Settings;
 use partner_sync::story;
@@ -223,7 +224,7 @@ fn main() {
                 },
             ));
             let cases = topics.cases.clone();
-            while !(stats.get(&format!("consumed/{cases}")) as usize >= n && stats.in_flight() == 0)
+            while !(stats.value(names::CONSUMED, &[("topic", &cases)]) as usize >= n && stats.in_flight() == 0)
             {
                 assert!(!connector.is_finished(), "the connector stopped");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -234,8 +235,8 @@ fn main() {
             connector.await.unwrap().unwrap();
             eprintln!(
                 "round {round}: the connector decided {} commands and produced {} records (expected {}), {} in flight",
-                stats.sum("command/"),
-                stats.sum("produced/"),
+                stats.value(names::COMMANDS, &[]),
+                stats.value(names::PRODUCED, &[]),
                 expected.len(),
                 stats.in_flight()
             );

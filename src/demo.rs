@@ -25,6 +25,7 @@ use crate::mapping::EngineConfig;
 use crate::model::{ChangeEvent, Command, CommandKind, SourceKind};
 use crate::registry::fake::FakeRegistry;
 use crate::registry::wire;
+use crate::runtime::stats::names;
 use crate::runtime::{Stats, Topics};
 use crate::settings::Settings;
 use crate::story::{self, Path, Rng};
@@ -258,9 +259,9 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
-        let consumed = stats.sum("consumed/") - stats.get(&format!("consumed/{}", topics.cases));
-        let applied = stats.get(&format!("consumed/{}", topics.cases));
-        let commands = stats.sum("command/");
+        let applied = stats.value(names::CONSUMED, &[("topic", &topics.cases)]);
+        let consumed = stats.value(names::CONSUMED, &[]) - applied;
+        let commands = stats.value(names::COMMANDS, &[]);
         let done = consumed >= inputs && applied >= routed_total && stats.in_flight() == 0;
         if terminal {
             let width = 30;
@@ -313,10 +314,10 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
         Row {
             label: "partner requests (prospect records read)".into(),
             expected: Some(prospect_records),
-            actual: stats.get(&format!(
-                "consumed/{}",
-                topics.input_topic(SourceKind::Prospect)
-            )),
+            actual: stats.value(
+                names::CONSUMED,
+                &[("topic", topics.input_topic(SourceKind::Prospect))],
+            ),
         },
         Row {
             label: "distinct prospects".into(),
@@ -337,28 +338,29 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
     rows.push(Row {
         label: "skipped: echo (our own writes back)".into(),
         expected: Some(echoes),
-        actual: stats.sum("decided/lead/skipped/echo") + stats.sum("decided/prospect/skipped/echo"),
+        actual: stats.value(names::SKIPPED, &[("reason", "echo")]),
     });
     rows.push(Row {
         label: "dead letters: not in the wire format".into(),
         expected: Some(1),
-        actual: stats.sum("dead_letter/VALUE_CONVERTER/bad_wire_format"),
+        actual: stats.value(
+            names::DEAD_LETTERS,
+            &[("stage", "VALUE_CONVERTER"), ("reason", "bad_wire_format")],
+        ),
     });
     rows.push(Row {
         label: "dead letters: rejected by the engine".into(),
         expected: Some(expected_rejected),
-        actual: stats.sum("dead_letter/TRANSFORMATION/"),
+        actual: stats.value(names::DEAD_LETTERS, &[("stage", "TRANSFORMATION")]),
     });
-    for (key, value) in stats.snapshot() {
-        let parts: Vec<&str> = key.split('/').collect();
-        if let ["decided", source, "skipped", reason] = parts.as_slice() {
-            if *reason != "echo" {
-                rows.push(Row {
-                    label: format!("skipped: {reason} ({source})"),
-                    expected: None,
-                    actual: value,
-                });
-            }
+    for (labels, value) in stats.series(names::SKIPPED) {
+        let (rule, reason) = (&labels["rule"], &labels["reason"]);
+        if reason != "echo" && value > 0.0 {
+            rows.push(Row {
+                label: format!("skipped: {reason} ({rule})"),
+                expected: None,
+                actual: value as u64,
+            });
         }
     }
     rows.push(Row {

@@ -24,12 +24,14 @@
 //! - [`runtime`]: the Kafka pipeline — route inputs by case, apply the engine with per-partition
 //!   state restored from a compacted topic, produce commands, dead letters, commit what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
+//! - [`logging`]: JSON logs in a cluster, text on a terminal, with the per-record span.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
 pub mod codec;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod mapping;
 pub mod model;
 pub mod registry;

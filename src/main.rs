@@ -12,6 +12,7 @@ use partner_sync::runtime::{endpoints, Stats};
 use partner_sync::scenario;
 use partner_sync::settings::{read_file, ClientRole, Settings};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -167,20 +168,6 @@ fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    init_tracing_with("info");
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-fn init_tracing_with(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -192,7 +179,6 @@ async fn shutdown_signal() {
 }
 
 fn run(config: Option<&Path>) -> ExitCode {
-    init_tracing();
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -200,20 +186,26 @@ fn run(config: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    partner_sync::logging::init(settings.telemetry.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("start the async runtime");
     let stats = Arc::new(Stats::default());
     let result = runtime.block_on(async {
-        let _endpoints = serve_endpoints(&settings.telemetry.listen, stats.clone()).await?;
+        let _endpoints = endpoints::start(
+            &settings.telemetry.listen,
+            stats.clone(),
+            Duration::from_secs(settings.telemetry.liveness_timeout_seconds),
+        )
+        .await?;
         partner_sync::runtime::run_with(settings, stats, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     });
     match result {
         Ok(stats) => {
-            tracing::info!(counters = ?stats.snapshot(), "partner-sync stopped.");
+            tracing::info!(counters = %stats.summary(), "partner-sync stopped.");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -224,26 +216,6 @@ fn run(config: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Serves /metrics and /health/* until the returned sender is dropped.
-async fn serve_endpoints(
-    listen: &str,
-    stats: Arc<Stats>,
-) -> Result<(tokio::sync::oneshot::Sender<()>, String), String> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        format!("cannot serve /metrics on {listen}: {e}. Set telemetry.listen to a free address.")
-    })?;
-    let address = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    tracing::info!(%address, "Serving /metrics, /health/live and /health/ready.");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(endpoints::serve(listener, stats, async move {
-        let _ = stopped.await;
-    }));
-    Ok((stop, address))
-}
-
 fn demo(
     prospects: usize,
     seed: u64,
@@ -251,7 +223,6 @@ fn demo(
     listen: String,
     hold: bool,
 ) -> ExitCode {
-    init_tracing_with("warn");
     let mut settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -259,6 +230,7 @@ fn demo(
             return ExitCode::from(2);
         }
     };
+    partner_sync::logging::init(settings.telemetry.log_format, "warn");
     settings.telemetry.listen = listen;
     settings.kafka.group_id = "partner-sync-demo".into();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -268,8 +240,12 @@ fn demo(
     let stats = Arc::new(Stats::default());
     println!("partner-sync demo: {prospects} partner requests (seed {seed}) on an embedded Kafka cluster and Schema Registry.");
     let result = runtime.block_on(async {
-        let (_endpoints, address) =
-            serve_endpoints(&settings.telemetry.listen, stats.clone()).await?;
+        let (_endpoints, address) = endpoints::start(
+            &settings.telemetry.listen,
+            stats.clone(),
+            Duration::from_secs(settings.telemetry.liveness_timeout_seconds),
+        )
+        .await?;
         eprintln!("Metrics: http://{address}/metrics   Health: http://{address}/health/ready");
         settings.telemetry.listen = address;
         partner_sync::demo::run(

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use partner_sync::mapping::EngineConfig;
+use partner_sync::runtime::stats::names;
 use partner_sync::runtime::Topics;
 use partner_sync::settings::Settings;
 use partner_sync::story;
@@ -66,9 +67,9 @@ async fn transactions_deliver_every_command_exactly_once_in_a_clean_run() {
     );
     let stats = connector.stop().await.expect("clean stop");
     assert!(
-        stats.get("commits") > 0,
-        "transactions were committed: {:?}",
-        stats.snapshot()
+        stats.value(names::COMMITS, &[]) > 0,
+        "transactions were committed: {}",
+        stats.summary()
     );
 }
 
@@ -109,13 +110,13 @@ async fn an_abortable_transaction_error_aborts_and_the_connector_keeps_committin
     assert!(!connector.is_finished(), "the connector survived the abort");
     let stats = connector.stop().await.expect("clean stop");
     assert!(
-        stats.get("commit_failures") > 0,
-        "the injected error aborted a transaction: {:?}",
-        stats.snapshot()
+        stats.value(names::COMMIT_FAILURES, &[]) > 0,
+        "the injected error aborted a transaction: {}",
+        stats.summary()
     );
     assert!(
-        stats.get("commits") > 0,
-        "later transactions committed: {:?}",
-        stats.snapshot()
+        stats.value(names::COMMITS, &[]) > 0,
+        "later transactions committed: {}",
+        stats.summary()
     );
 }

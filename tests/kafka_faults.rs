@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use partner_sync::mapping::EngineConfig;
 use partner_sync::model::ChangeEvent;
+use partner_sync::runtime::stats::names;
 use partner_sync::story;
 use tokio::task::block_in_place;
 
@@ -144,16 +145,12 @@ async fn a_schema_registry_outage_loses_nothing_and_processing_recovers() {
     assert_same_commands(&expected, &seen);
     let stats = connector.stop().await.unwrap();
     assert!(
-        stats.get("registry/unavailable") > 0,
-        "{:?}",
-        stats.snapshot()
+        stats.value(names::REGISTRY_REQUESTS, &[("outcome", "unavailable")]) > 0,
+        "{}",
+        stats.summary()
     );
     assert_eq!(
-        stats
-            .snapshot()
-            .keys()
-            .filter(|k| k.starts_with("dead_letter/"))
-            .count(),
+        stats.value(names::DEAD_LETTERS, &[]),
         0,
         "an outage is not a bad record"
     );

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use partner_sync::engine::ids;
 use partner_sync::mapping::EngineConfig;
+use partner_sync::runtime::stats::names;
 use partner_sync::story;
 use tokio::task::block_in_place;
 
@@ -43,22 +44,19 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     );
 
     let stats = connector.stop().await.expect("the connector stops cleanly");
-    let snapshot = stats.snapshot();
     assert!(
-        snapshot
-            .get("decided/lead/skipped/echo")
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "our own lead writes came back as echoes: {snapshot:?}"
+        stats.value(
+            names::SKIPPED,
+            &[("rule", "lead_decision"), ("reason", "echo")]
+        ) > 0,
+        "our own lead writes came back as echoes:\n{}",
+        stats.summary()
     );
     assert_eq!(
-        snapshot
-            .keys()
-            .filter(|k| k.starts_with("dead_letter/"))
-            .count(),
+        stats.value(names::DEAD_LETTERS, &[]),
         0,
-        "{snapshot:?}"
+        "{}",
+        stats.summary()
     );
     drop(registry);
 }
@@ -199,8 +197,8 @@ async fn slow_outputs_pause_intake_instead_of_buffering_and_nothing_is_lost() {
     assert_eq!(total, expected.len());
     let stats = connector.stop().await.unwrap();
     assert!(
-        stats.get("intake_pauses") > 0,
-        "intake paused: {:?}",
-        stats.snapshot()
+        stats.value(names::INTAKE_PAUSES, &[]) > 0,
+        "intake paused: {}",
+        stats.summary()
     );
 }

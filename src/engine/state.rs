@@ -184,6 +184,11 @@ impl StateKey {
 }
 
 impl EngineState {
+    /// How many events wait in this state (for the parked-events gauge; walks every case).
+    pub fn parked_count(&self) -> usize {
+        self.cases.values().map(|c| c.parked.len()).sum()
+    }
+
     /// The JSON value of one entry, or `None` if it does not exist (a tombstone).
     pub fn entry_json(&self, key: &StateKey) -> Option<Vec<u8>> {
         match key {

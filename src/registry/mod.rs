@@ -146,6 +146,14 @@ impl RegistryClient {
         Ok(schema)
     }
 
+    /// Asks the registry for schema `id` without the cache: is it reachable and answering?
+    pub async fn probe(&self, id: u32) -> Result<(), RegistryError> {
+        get_schema_by_id(id, &self.settings)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(id, &e))
+    }
+
     /// Looks up (or, with `register`, registers) `schema` under `subject`; returns its id.
     ///
     /// `schema_text` is the full schema (with defaults and logical types), as Confluent serializers

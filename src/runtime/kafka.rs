@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::Stats;
 use crate::engine::{EngineState, SourceRecord, StateKey};
 use crate::settings::{ClientRole, KafkaSettings};
 
@@ -48,12 +50,33 @@ pub struct Delivery {
     pub offset: i64,
 }
 
-/// The producer's context: forwards delivery reports to the pipeline.
+/// The producer's context: forwards delivery reports to the pipeline; tells readiness whether a
+/// broker is reachable.
 pub struct ProducerCtx {
     pub deliveries: UnboundedSender<Delivery>,
+    pub stats: Arc<Stats>,
 }
 
-impl ClientContext for ProducerCtx {}
+impl ClientContext for ProducerCtx {
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.stats.set_producer_up(up);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error("producer", &self.stats, error, reason);
+    }
+}
+
+/// librdkafka reports most errors as transient and recovers by itself; they are logged as warnings,
+/// and "all brokers down" makes the connector not ready until a broker answers again.
+fn log_client_error(client: &str, stats: &Stats, error: KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) && client == "producer"
+    {
+        stats.set_producer_up(false);
+    }
+    tracing::warn!(client, error = %error, reason, "librdkafka reported an error; it keeps retrying.");
+}
 
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = Box<Token>;
@@ -147,9 +170,27 @@ pub struct ConsumerCtx {
     pub transactional: bool,
     pub log: Arc<Mutex<RebalanceLog>>,
     pub producer: OnceLock<Arc<PipelineProducer>>,
+    pub stats: Arc<Stats>,
 }
 
-impl ClientContext for ConsumerCtx {}
+impl ClientContext for ConsumerCtx {
+    /// Consumer lag per assigned partition, from librdkafka's own figures (-1 means unknown yet).
+    fn stats(&self, statistics: Statistics) {
+        let mut lags = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lags.push((topic.clone(), *partition, p.consumer_lag));
+                }
+            }
+        }
+        self.stats.set_consumer_lag(&lags);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error("consumer", &self.stats, error, reason);
+    }
+}
 
 fn pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -169,6 +210,7 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 let _ = consumer.commit_consumer_state(CommitMode::Sync);
             }
+            self.stats.rebalanced("revoke");
             let mut log = self.log.lock().expect("rebalance log");
             log.revoked.extend(pairs(tpl));
             log.count += 1;
@@ -181,6 +223,7 @@ impl ConsumerContext for ConsumerCtx {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.stats.rebalanced("assign");
             self.log
                 .lock()
                 .expect("rebalance log")

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod kafka;
 pub mod pipeline;
 pub mod stats;
+pub mod trace;
 pub mod tracker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -196,6 +197,39 @@ fn check_topics(
     Ok(())
 }
 
+/// Probes the registry every `telemetry.registry_probe_seconds` with one of our own output schema ids,
+/// so readiness reflects an outage even while every schema in use is cached.
+fn spawn_registry_probe(
+    settings: &Settings,
+    schema_ids: &HashMap<CommandKind, u32>,
+    stats: Arc<Stats>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, RuntimeError> {
+    let every = settings.telemetry.registry_probe_seconds;
+    let Some(id) = schema_ids.values().min().copied() else {
+        return Ok(None);
+    };
+    if every == 0 {
+        return Ok(None);
+    }
+    let client = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
+    Ok(Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match client.probe(id).await {
+                Ok(()) => stats.registry("ok"),
+                Err(e) => {
+                    stats.registry(e.outcome());
+                    if e.is_retriable() {
+                        tracing::warn!(error = %e, "The Schema Registry probe failed; not ready until it answers.");
+                    }
+                }
+            }
+        }
+    })))
+}
+
 /// Runs the connector until `shutdown` resolves. Returns the counters of what it did.
 pub async fn run(
     settings: Settings,
@@ -253,7 +287,10 @@ pub async fn run_with(
     }
     let producer: Arc<PipelineProducer> = Arc::new(
         producer_config
-            .create_with_context(ProducerCtx { deliveries: tx })
+            .create_with_context(ProducerCtx {
+                deliveries: tx,
+                stats: stats.clone(),
+            })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
     let log = Arc::new(Mutex::new(RebalanceLog::default()));
@@ -266,6 +303,7 @@ pub async fn run_with(
                 transactional,
                 log: log.clone(),
                 producer: OnceLock::new(),
+                stats: stats.clone(),
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
     );
@@ -302,6 +340,7 @@ pub async fn run_with(
         .map_err(RuntimeError::Config)?
         .create()
         .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;
+    let probe = spawn_registry_probe(&settings, &schema_ids, stats.clone())?;
     let pipeline = Pipeline::new(
         settings,
         engine,
@@ -320,6 +359,10 @@ pub async fn run_with(
         pipeline
     };
     let result = pipeline.run(&mut deliveries, shutdown).await;
+    if let Some(probe) = probe {
+        probe.abort();
+    }
+    stats.set_assigned(false);
     // Closing a consumer can block (rust-rdkafka #509, #611): do it off the async threads, bounded.
     let closing = tokio::task::spawn_blocking(move || {
         consumer.unsubscribe();

@@ -19,12 +19,14 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
 
 use super::dead_letter::DeadLetter;
 use super::kafka::{
     self, ConsumerCtx, Delivery, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
 };
 use super::stats::Stats;
+use super::trace;
 use super::tracker::PartitionTracker;
 use super::{RuntimeError, Topics};
 use crate::codec::Codec;
@@ -241,7 +243,7 @@ impl Pipeline {
             txn.open = false;
             txn.offsets.clear();
         }
-        self.states.clear();
+        self.drop_states(None);
         // Rejoin the group, so every partition restarts from its committed offset. (Seeking instead
         // fails for partitions whose fetch has not started, which would silently skip the aborted
         // records.)
@@ -286,6 +288,7 @@ impl Pipeline {
                 _ = commit.tick() => Event::Commit,
                 _ = expire.tick() => Event::Expire,
             };
+            self.stats.beat();
             self.apply_rebalance_log();
             match event {
                 Event::Shutdown => break,
@@ -295,7 +298,23 @@ impl Pipeline {
                 }
                 Event::Message(Ok(record)) => {
                     self.stats.consumed(&record.topic);
-                    let result = self.on_record(record).await;
+                    let stage = if record.topic == self.topics.cases {
+                        "apply"
+                    } else {
+                        "route"
+                    };
+                    // One span per record; the change id and trace id are filled in once decoded.
+                    let span = tracing::info_span!(
+                        "record",
+                        topic = %record.topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        change_id = tracing::field::Empty,
+                        trace_id = tracing::field::Empty,
+                    );
+                    let started = Instant::now();
+                    let result = self.on_record(record).instrument(span).await;
+                    self.stats.processed(stage, started.elapsed());
                     self.settle(result)?
                 }
                 Event::Message(Err(e)) => {
@@ -388,11 +407,15 @@ impl Pipeline {
     fn apply_rebalance_log(&mut self) {
         let revoked = {
             let mut log = self.rebalance.lock().expect("rebalance log");
-            if !log.assigned.is_empty() {
-                self.stats.set_ready(true);
-            }
+            let changed = !log.assigned.is_empty() || !log.revoked.is_empty();
             log.assigned.clear();
-            std::mem::take(&mut log.revoked)
+            let revoked = std::mem::take(&mut log.revoked);
+            drop(log);
+            if changed {
+                let owned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                self.stats.set_assigned(owned > 0);
+            }
+            revoked
         };
         if !revoked.is_empty() {
             if let Some(txn) = self.txn.as_mut() {
@@ -406,7 +429,7 @@ impl Pipeline {
                 txn.open = false;
                 txn.failed = None;
                 txn.offsets.clear();
-                self.states.clear();
+                self.drop_states(None);
             }
         }
         for (topic, partition) in revoked {
@@ -417,8 +440,19 @@ impl Pipeline {
                 self.sources.retain(|(t, _), _| *t != tp);
             }
             if topic == self.topics.cases {
-                self.states.remove(&partition);
+                self.drop_states(Some(partition));
             }
+        }
+    }
+
+    /// Forgets the state of one partition (or all): it is restored again from Kafka when next used.
+    fn drop_states(&mut self, partition: Option<i32>) {
+        let dropped: Vec<EngineState> = match partition {
+            Some(p) => self.states.remove(&p).into_iter().collect(),
+            None => self.states.drain().map(|(_, s)| s).collect(),
+        };
+        for state in dropped {
+            self.stats.parked_moved(-(state.parked_count() as i64));
         }
     }
 
@@ -444,6 +478,9 @@ impl Pipeline {
 
     /// Fetches the writer schema, retrying while the registry is unavailable (never caching failures).
     async fn writer_schema(&mut self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(schema) = self.registry.cached(id) {
+            return Ok(schema);
+        }
         let mut backoff = self.registry.retry_initial;
         loop {
             match self.registry.fetch(id).await {
@@ -455,6 +492,7 @@ impl Pipeline {
                     self.stats.registry(e.outcome());
                     tracing::warn!(schema_id = id, error = %e, retry_in_ms = backoff.as_millis() as u64, "Schema Registry unavailable; retrying.");
                     tokio::time::sleep(backoff).await;
+                    self.stats.beat();
                     backoff = (backoff * 2).min(self.registry.retry_max);
                 }
                 Err(e) => {
@@ -483,9 +521,12 @@ impl Pipeline {
             .direct
             .entry((id, kind))
             .or_insert_with(|| self.codec.reads_directly(kind, &writer));
-        self.codec
+        let event = self
+            .codec
             .decode_event_with(kind, &writer, direct, body)
-            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
+            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))?;
+        tracing::Span::current().record("change_id", event.header().change_id.as_str());
+        Ok(event)
     }
 
     async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
@@ -586,12 +627,20 @@ impl Pipeline {
         let kafka = self.settings.kafka.clone();
         let topic = self.topics.state.clone();
         let started = Instant::now();
-        let (state, records) = tokio::task::spawn_blocking(move || {
+        let mut restoring = tokio::task::spawn_blocking(move || {
             kafka::restore(&kafka, &topic, partition, fence, Duration::from_secs(120))
-        })
-        .await
-        .map_err(|e| RuntimeError::State(e.to_string()))?
-        .map_err(RuntimeError::State)?;
+        });
+        // Waiting on purpose: keep the liveness heartbeat going.
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let restored = loop {
+            tokio::select! {
+                r = &mut restoring => break r,
+                _ = beat.tick() => self.stats.beat(),
+            }
+        };
+        let (state, records) = restored
+            .map_err(|e| RuntimeError::State(e.to_string()))?
+            .map_err(RuntimeError::State)?;
         tracing::info!(
             partition,
             records,
@@ -600,6 +649,7 @@ impl Pipeline {
             "State restored."
         );
         self.stats.restored();
+        self.stats.parked_moved(state.parked_count() as i64);
         self.states.insert(partition, state);
         Ok(())
     }
@@ -618,12 +668,16 @@ impl Pipeline {
             Ok(e) => e,
             Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
         };
-        let started = Instant::now();
         let modified_on = event.header().modified_on;
+        let (out_headers, span) = trace::output_headers(&source.headers, &event.header().change_id);
+        if let Some(span) = &span {
+            tracing::Span::current().record("trace_id", span.trace_id.as_str());
+        }
+        let now = now_ms();
         let state = self.states.get_mut(&partition).expect("restored above");
         let decision = self
             .engine
-            .apply_from(state, event, Some(source.clone()), now_ms());
+            .apply_from(state, event, Some(source.clone()), now);
         let state_records: Vec<StateRecord> = decision
             .touched
             .iter()
@@ -633,8 +687,7 @@ impl Pipeline {
                 partition,
             })
             .collect();
-        self.stats
-            .decided(kind, &decision, started.elapsed(), modified_on);
+        self.stats.decided(kind, &decision, modified_on, now);
         for r in &decision.released {
             tracing::debug!(change_id = %r.change_id, disposition = ?r.disposition, "A parked event was completed.");
         }
@@ -652,7 +705,7 @@ impl Pipeline {
                 partition: None,
                 key: Some(key.as_bytes()),
                 value: Some(&framed),
-                headers: &source.headers,
+                headers: &out_headers,
             };
             self.send_out(
                 out,
@@ -923,7 +976,7 @@ impl Pipeline {
                     "A parked event expired and goes to the dead letters."
                 );
                 self.stats.dead_letter(dl.stage, dl.reason);
-                self.stats.expired();
+                self.stats.expired(e.reason);
                 let headers = dl.headers(&self.settings.kafka.group_id);
                 let out = OutRecord {
                     topic: &self.topics.dead_letters,

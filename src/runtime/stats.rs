@@ -1,134 +1,502 @@
-//! Counters of what the pipeline did: the one place every record's outcome is counted.
+//! What the connector did and how it is doing: the one place every outcome is counted.
 //!
-//! Each method is named for what happened, so call sites read as sentences. The figures back the
-//! `run` command's exit summary and the tests' assertions; the metrics endpoint reads the same.
+//! Each method is named for what happened, so call sites read as sentences, and each updates the
+//! Prometheus metric behind it — there is no second set of counters. `/metrics` renders this
+//! registry; the `run` summary, the demo's report and the tests read the same values through
+//! [`Stats::value`], so what a test asserts is what an operator scrapes.
+//!
+//! Conventions: one `partnersync_` prefix, base units (seconds), `_total` on counters, and labels
+//! with bounded values only — topics, partitions, rule names and reason codes, never ids.
+//!
+//! Health lives here too: the processing loop beats a heartbeat ([`Stats::beat`]) that
+//! `/health/live` checks, and readiness is the conjunction of partitions assigned, producer connected
+//! and registry reachable, each set by the part of the runtime that knows.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::engine::{Decision, Disposition};
-use crate::model::SourceKind;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
-/// Shared counters; cheap to update from the processing loop.
-#[derive(Debug, Default)]
+use crate::engine::{Decision, Disposition, ParkReason, SkipReason};
+use crate::model::{CommandKind, SourceKind};
+
+/// Names of the metrics other code reads back through [`Stats::value`].
+pub mod names {
+    pub const CONSUMED: &str = "partnersync_records_consumed_total";
+    pub const PRODUCED: &str = "partnersync_records_produced_total";
+    pub const RULE_OUTCOMES: &str = "partnersync_rule_outcomes_total";
+    pub const SKIPPED: &str = "partnersync_skipped_total";
+    pub const COMMANDS: &str = "partnersync_commands_total";
+    pub const DEAD_LETTERS: &str = "partnersync_dead_letters_total";
+    pub const REGISTRY_REQUESTS: &str = "partnersync_registry_requests_total";
+    pub const COMMITS: &str = "partnersync_commits_total";
+    pub const COMMIT_FAILURES: &str = "partnersync_commit_failures_total";
+    pub const INTAKE_PAUSES: &str = "partnersync_intake_pauses_total";
+    pub const REBALANCES: &str = "partnersync_rebalances_total";
+    pub const PARKED_EXPIRED: &str = "partnersync_parked_expired_total";
+}
+
+/// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
+pub fn rule_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Prospect => "prospect_to_lead",
+        SourceKind::Lead => "lead_decision",
+        SourceKind::Opportunity => "opportunity_close",
+        SourceKind::Contact => "contact_to_customer",
+        SourceKind::Account => "account_to_customer",
+    }
+}
+
+/// Dead-letter stages (Kafka Connect's names) and reasons, pre-created so alerts see zeros, not gaps.
+const DEAD_LETTER_SERIES: [(&str, &str); 11] = [
+    ("VALUE_CONVERTER", "bad_wire_format"),
+    ("VALUE_CONVERTER", "unknown_schema"),
+    ("VALUE_CONVERTER", "invalid_schema"),
+    ("VALUE_CONVERTER", "incompatible_schema"),
+    ("VALUE_CONVERTER", "undecodable"),
+    ("VALUE_CONVERTER", "unknown_source"),
+    ("TRANSFORMATION", "missing_field"),
+    ("TRANSFORMATION", "invalid_value"),
+    ("TRANSFORMATION", "too_many_parked"),
+    ("TRANSFORMATION", "parking_expired"),
+    ("KAFKA_PRODUCE", "output_rejected"),
+];
+
+const PARK_REASONS: [ParkReason; 3] = [
+    ParkReason::ProspectNotSeen,
+    ParkReason::LeadNotSeen,
+    ParkReason::CustomersNotSeen,
+];
+
+/// Why the connector is not ready, or `None` when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    NoPartitions,
+    ProducerDisconnected,
+    RegistryUnreachable,
+}
+
+impl NotReady {
+    pub fn sentence(self) -> &'static str {
+        match self {
+            NotReady::NoPartitions => "no partitions assigned yet (the consumer group is joining or rebalancing)",
+            NotReady::ProducerDisconnected => "the producer cannot reach any Kafka broker; check kafka.bootstrap_servers and the network policy",
+            NotReady::RegistryUnreachable => "the Schema Registry is unreachable; check registry.urls and its credentials",
+        }
+    }
+}
+
+/// Every metric of the connector, registered in its own registry.
 pub struct Stats {
-    counts: Mutex<BTreeMap<String, u64>>,
-    in_flight: AtomicUsize,
-    paused: AtomicBool,
-    restores: AtomicU64,
-    ready: AtomicBool,
+    registry: Registry,
+    consumed: IntCounterVec,
+    produced: IntCounterVec,
+    rule_outcomes: IntCounterVec,
+    skipped: IntCounterVec,
+    commands: IntCounterVec,
+    dead_letters: IntCounterVec,
+    parked: IntCounterVec,
+    parked_events: IntGauge,
+    parked_expired: IntCounterVec,
+    processing: HistogramVec,
+    end_to_end: Histogram,
+    consumer_lag: IntGaugeVec,
+    commits: IntCounter,
+    commit_failures: IntCounter,
+    rebalances: IntCounterVec,
+    registry_requests: IntCounterVec,
+    in_flight: IntGauge,
+    intake_paused: IntGauge,
+    intake_pauses: IntCounter,
+    restores: IntCounter,
+    ready_gauge: IntGauge,
+    assigned: AtomicBool,
+    producer_up: AtomicBool,
+    registry_up: AtomicBool,
+    last_beat_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let m = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
 }
 
 impl Stats {
-    fn add(&self, key: String, n: u64) {
-        *self.counts.lock().expect("stats").entry(key).or_default() += n;
+    pub fn new() -> Stats {
+        let r = Registry::new();
+        let processing = HistogramVec::new(
+            HistogramOpts::new(
+                "partnersync_processing_duration_seconds",
+                "Time to handle one record, from reading it to handing its outputs to the producer, by stage (route: input to cases topic; apply: cases topic to commands).",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(processing.clone()))
+            .expect("unique metric");
+        let end_to_end = Histogram::with_opts(
+            HistogramOpts::new(
+                "partnersync_end_to_end_latency_seconds",
+                "Time from the source change (modifiedon) to its decision, per applied event. Large during backfills by nature.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                900.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(end_to_end.clone()))
+            .expect("unique metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "partnersync_consumer_lag_records",
+                "Records between the committed offset and the end of each assigned partition, from librdkafka statistics.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "partnersync_build_info",
+                "Always 1; the labels say which build is running.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
+
+        let s = Stats {
+            consumed: counter_vec(&r, names::CONSUMED, "Records read, by topic (inputs and the internal cases topic).", &["topic"]),
+            produced: counter_vec(&r, names::PRODUCED, "Command records handed to the producer, by topic.", &["topic"]),
+            rule_outcomes: counter_vec(&r, names::RULE_OUTCOMES, "Events each mapping rule decided, by outcome (emitted, skipped, parked, rejected).", &["rule", "outcome"]),
+            skipped: counter_vec(&r, names::SKIPPED, "Events that produced no command on purpose, by rule and reason.", &["rule", "reason"]),
+            commands: counter_vec(&r, names::COMMANDS, "Commands decided, by kind.", &["kind"]),
+            dead_letters: counter_vec(&r, names::DEAD_LETTERS, "Records sent to the dead-letter topic, by stage and reason.", &["stage", "reason"]),
+            parked: counter_vec(&r, "partnersync_parked_total", "Events parked to wait for a related record, by reason.", &["reason"]),
+            parked_events: gauge(&r, "partnersync_parked_events", "Events waiting in this instance's partitions for a related record."),
+            parked_expired: counter_vec(&r, names::PARKED_EXPIRED, "Parked events that waited too long and went to the dead letters, by reason.", &["reason"]),
+            processing,
+            end_to_end,
+            consumer_lag,
+            commits: counter(&r, names::COMMITS, "Offset (or transaction) commits."),
+            commit_failures: counter(&r, names::COMMIT_FAILURES, "Failed or aborted commits."),
+            rebalances: counter_vec(&r, names::REBALANCES, "Consumer group rebalances seen, by what happened to this instance's partitions.", &["kind"]),
+            registry_requests: counter_vec(&r, names::REGISTRY_REQUESTS, "Schema Registry requests (cache misses and probes), by outcome.", &["outcome"]),
+            in_flight: gauge(&r, "partnersync_in_flight_records", "Records whose outputs are not yet acknowledged."),
+            intake_paused: gauge(&r, "partnersync_intake_paused", "1 while intake is paused because too many records are in flight."),
+            intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
+            restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
+            ready_gauge: gauge(&r, "partnersync_ready", "1 when partitions are assigned, the producer is connected and the registry is reachable."),
+            registry: r,
+            assigned: AtomicBool::new(false),
+            producer_up: AtomicBool::new(true),
+            registry_up: AtomicBool::new(true),
+            last_beat_ms: AtomicI64::new(now_ms()),
+        };
+        for (stage, reason) in DEAD_LETTER_SERIES {
+            s.dead_letters.with_label_values(&[stage, reason]);
+        }
+        for reason in PARK_REASONS {
+            s.parked.with_label_values(&[reason.as_str()]);
+            s.parked_expired.with_label_values(&[reason.as_str()]);
+        }
+        for kind in SourceKind::ALL {
+            for outcome in ["emitted", "skipped", "parked", "rejected"] {
+                s.rule_outcomes
+                    .with_label_values(&[rule_name(kind), outcome]);
+            }
+            for reason in [
+                SkipReason::Echo,
+                SkipReason::Duplicate,
+                SkipReason::StaleVersion,
+            ] {
+                s.skipped
+                    .with_label_values(&[rule_name(kind), reason.as_str()]);
+            }
+        }
+        for kind in CommandKind::ALL {
+            s.commands.with_label_values(&[kind.as_str()]);
+        }
+        for kind in ["assign", "revoke"] {
+            s.rebalances.with_label_values(&[kind]);
+        }
+        for outcome in ["ok", "unavailable", "unknown_id", "invalid_schema"] {
+            s.registry_requests.with_label_values(&[outcome]);
+        }
+        s
     }
 
-    /// A snapshot of every counter, by name.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().expect("stats").clone()
-    }
-
-    /// One counter's value (0 if never counted).
-    pub fn get(&self, key: &str) -> u64 {
-        self.counts
-            .lock()
-            .expect("stats")
-            .get(key)
-            .copied()
-            .unwrap_or(0)
-    }
+    // --- what happened to records -------------------------------------------------------------
 
     pub fn consumed(&self, topic: &str) {
-        self.add(format!("consumed/{topic}"), 1);
+        self.consumed.with_label_values(&[topic]).inc();
     }
 
     pub fn produced(&self, topic: &str) {
-        self.add(format!("produced/{topic}"), 1);
+        self.produced.with_label_values(&[topic]).inc();
     }
 
-    pub fn decided(&self, kind: SourceKind, d: &Decision, _took: Duration, _modified_on: i64) {
+    /// One record handled by `stage` (route or apply) in `took`.
+    pub fn processed(&self, stage: &str, took: Duration) {
+        self.processing
+            .with_label_values(&[stage])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The engine decided an event whose source change happened at `modified_on` (epoch ms).
+    pub fn decided(&self, kind: SourceKind, d: &Decision, modified_on: i64, now_ms: i64) {
+        let rule = rule_name(kind);
         let outcome = match &d.disposition {
-            Disposition::Emitted => "emitted".to_string(),
-            Disposition::Skipped(r) => format!("skipped/{}", r.as_str()),
-            Disposition::Parked(r) => format!("parked/{}", r.as_str()),
-            Disposition::Rejected(r) => format!("rejected/{}", r.code()),
+            Disposition::Emitted => "emitted",
+            Disposition::Skipped(r) => {
+                self.skipped.with_label_values(&[rule, r.as_str()]).inc();
+                "skipped"
+            }
+            Disposition::Parked(r) => {
+                self.parked.with_label_values(&[r.as_str()]).inc();
+                self.parked_events.inc();
+                "parked"
+            }
+            Disposition::Rejected(_) => "rejected",
         };
-        self.add(format!("decided/{}/{outcome}", kind.as_str()), 1);
+        self.rule_outcomes.with_label_values(&[rule, outcome]).inc();
+        // Released parked events are no longer waiting.
+        self.parked_events.sub(d.released.len() as i64);
         for c in &d.commands {
-            self.add(format!("command/{}", c.kind().as_str()), 1);
+            self.commands.with_label_values(&[c.kind().as_str()]).inc();
+        }
+        if modified_on > 0 {
+            self.end_to_end
+                .observe((now_ms - modified_on).max(0) as f64 / 1000.0);
         }
     }
 
     pub fn dead_letter(&self, stage: &str, reason: &str) {
-        self.add(format!("dead_letter/{stage}/{reason}"), 1);
+        self.dead_letters.with_label_values(&[stage, reason]).inc();
     }
 
-    pub fn expired(&self) {
-        self.add("parked_expired".into(), 1);
+    pub fn expired(&self, reason: ParkReason) {
+        self.parked_expired
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        self.parked_events.dec();
+    }
+
+    /// A partition's state arrived (restored) or left (revoked) with `parked` events waiting in it.
+    pub fn parked_moved(&self, parked: i64) {
+        self.parked_events.add(parked);
     }
 
     pub fn registry(&self, outcome: &str) {
-        self.add(format!("registry/{outcome}"), 1);
+        self.registry_requests.with_label_values(&[outcome]).inc();
+        match outcome {
+            "unavailable" => self.set_registry_up(false),
+            _ => self.set_registry_up(true),
+        }
     }
 
     pub fn committed(&self, ok: bool) {
-        self.add(
-            if ok {
-                "commits".into()
-            } else {
-                "commit_failures".into()
-            },
-            1,
-        );
+        if ok {
+            self.commits.inc()
+        } else {
+            self.commit_failures.inc()
+        }
+    }
+
+    pub fn rebalanced(&self, kind: &str) {
+        self.rebalances.with_label_values(&[kind]).inc();
     }
 
     pub fn restored(&self) {
-        self.restores.fetch_add(1, Ordering::Relaxed);
+        self.restores.inc();
     }
 
     pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.store(n, Ordering::Relaxed);
+        self.in_flight.set(n as i64);
     }
 
     pub fn set_paused(&self, paused: bool) {
-        if paused && !self.paused.load(Ordering::Relaxed) {
-            self.add("intake_pauses".into(), 1);
+        if paused && self.intake_paused.get() == 0 {
+            self.intake_pauses.inc();
         }
-        self.paused.store(paused, Ordering::Relaxed);
+        self.intake_paused.set(i64::from(paused));
     }
 
-    pub fn restores(&self) -> u64 {
-        self.restores.load(Ordering::Relaxed)
+    /// Replaces the consumer lag figures with one statistics report's (partitions absent from it are
+    /// no longer ours).
+    pub fn set_consumer_lag(&self, lags: &[(String, i32, i64)]) {
+        self.consumer_lag.reset();
+        for (topic, partition, lag) in lags {
+            self.consumer_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set(*lag);
+        }
     }
 
-    /// Ready: partitions are assigned and the pipeline is consuming.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    // --- health -------------------------------------------------------------------------------
+
+    /// The processing loop is alive (called every loop turn and while waiting on purpose).
+    pub fn beat(&self) {
+        self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Live: the loop beat within `window`.
+    pub fn is_live(&self, window: Duration) -> bool {
+        now_ms() - self.last_beat_ms.load(Ordering::Relaxed) <= window.as_millis() as i64
+    }
+
+    pub fn set_assigned(&self, assigned: bool) {
+        self.assigned.store(assigned, Ordering::Relaxed);
+        self.update_ready();
+    }
+
+    pub fn set_producer_up(&self, up: bool) {
+        self.producer_up.store(up, Ordering::Relaxed);
+        self.update_ready();
+    }
+
+    pub fn set_registry_up(&self, up: bool) {
+        self.registry_up.store(up, Ordering::Relaxed);
+        self.update_ready();
+    }
+
+    /// The first reason the connector is not ready, if any.
+    pub fn not_ready(&self) -> Option<NotReady> {
+        if !self.assigned.load(Ordering::Relaxed) {
+            Some(NotReady::NoPartitions)
+        } else if !self.producer_up.load(Ordering::Relaxed) {
+            Some(NotReady::ProducerDisconnected)
+        } else if !self.registry_up.load(Ordering::Relaxed) {
+            Some(NotReady::RegistryUnreachable)
+        } else {
+            None
+        }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.not_ready().is_none()
     }
 
+    fn update_ready(&self) {
+        self.ready_gauge.set(i64::from(self.is_ready()));
+    }
+
+    // --- reading ------------------------------------------------------------------------------
+
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.get().max(0) as usize
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+        self.intake_paused.get() != 0
     }
 
-    /// The sum of every counter whose name starts with `prefix`.
-    pub fn sum(&self, prefix: &str) -> u64 {
-        self.counts
-            .lock()
-            .expect("stats")
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+    /// Every series of `metric`: its labels and value (a histogram's value is its sample count).
+    pub fn series(&self, metric: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let mut out = Vec::new();
+        for family in self.registry.gather() {
+            if family.name() != metric {
+                continue;
+            }
+            for m in family.get_metric() {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                let value = match family.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                    prometheus::proto::MetricType::HISTOGRAM => {
+                        m.get_histogram().get_sample_count() as f64
+                    }
+                    _ => 0.0,
+                };
+                out.push((labels, value));
+            }
+        }
+        out
+    }
+
+    /// The sum of `metric` over the series whose labels include every pair of `labels`.
+    pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> u64 {
+        self.series(metric)
+            .into_iter()
+            .filter(|(have, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>() as u64
+    }
+
+    /// Every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+
+    /// Non-zero counters as `name{labels} value` lines, for the exit log line.
+    pub fn summary(&self) -> String {
+        self.render()
+            .lines()
+            .filter(|l| l.starts_with("partnersync_") && l.contains("_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -57,6 +57,9 @@ pub struct KafkaSettings {
     pub ssl_key_password: Secret,
     pub session_timeout_ms: u32,
     pub fetch_queue_backoff_ms: u32,
+    /// statistics.interval.ms: how often librdkafka reports consumer lag and broker state (0 = never,
+    /// which leaves the lag metric empty and readiness blind to a lost producer connection).
+    pub statistics_interval_ms: u32,
     pub message_timeout_ms: u32,
     pub linger_ms: u32,
     pub auto_offset_reset: String,
@@ -139,6 +142,13 @@ impl KafkaSettings {
         }
         if !self.ssl_key_password.is_empty() {
             c.set("ssl.key.password", self.ssl_key_password.expose());
+        }
+        if role != ClientRole::StateReader {
+            // Lag and broker state for the metrics and readiness; the short-lived state reader has none.
+            c.set(
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            );
         }
         match role {
             ClientRole::Consumer | ClientRole::StateReader => {
@@ -334,4 +344,20 @@ mod tests {
 pub struct TelemetrySettings {
     /// Address of /metrics, /health/live and /health/ready.
     pub listen: String,
+    /// `json` (one object per line, for log collectors), `text` (for people), or `auto`: text on a
+    /// terminal, JSON otherwise.
+    pub log_format: LogFormat,
+    /// /health/live fails when the processing loop has not turned for this long.
+    pub liveness_timeout_seconds: u64,
+    /// How often the Schema Registry is probed while every schema is cached, so readiness notices
+    /// an outage before the next new schema id does (0 = never).
+    pub registry_probe_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
 }
