@@ -144,9 +144,12 @@ fn expected(cfg: &EngineConfig, events: &[Option<ChangeEvent>]) -> (BTreeMap<Str
     let mut rejected = 0;
     for e in events.iter().flatten() {
         let d = engine.apply(&mut state, e.clone(), 0);
-        if matches!(d.disposition, Disposition::Rejected(_)) {
-            rejected += 1;
-        }
+        // Rejected on arrival, or parked and found invalid once released: both are dead letters.
+        let released = d.released.iter().map(|r| &r.disposition);
+        rejected += std::iter::once(&d.disposition)
+            .chain(released)
+            .filter(|d| matches!(d, Disposition::Rejected(_)))
+            .count() as u64;
         count_commands(&mut counts, &d.commands);
     }
     (counts, rejected)

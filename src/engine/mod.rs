@@ -196,6 +196,7 @@ impl Engine {
                             kind: parked.event.kind(),
                             change_id: parked.event.header().change_id.clone(),
                             disposition,
+                            source: parked.source,
                         });
                     }
                 }

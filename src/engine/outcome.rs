@@ -145,12 +145,15 @@ pub enum Disposition {
     Rejected(Rejection),
 }
 
-/// A parked event that a later event completed.
+/// A parked event that a later event completed (or, once complete, found invalid: then it is
+/// `Rejected` and belongs in the dead letters like any rejected event).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
     pub kind: SourceKind,
     pub change_id: String,
     pub disposition: Disposition,
+    /// The record it was decoded from, if the runtime supplied it when it parked.
+    pub source: Option<SourceRecord>,
 }
 
 /// The result of applying one event.

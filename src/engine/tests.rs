@@ -397,3 +397,37 @@ fn case_keys_are_computable_from_every_event_alone() {
         assert_eq!(e.case_key(&event), key, "{:?}", event.kind());
     }
 }
+
+#[test]
+fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let source = SourceRecord {
+        topic: "sales.lead.changes".into(),
+        partition: 2,
+        offset: 41,
+        key: Some(b"lead-key".to_vec()),
+        value: vec![0, 0, 0, 0, 7, 1, 2, 3],
+        headers: vec![],
+    };
+    // A lead with a status that does not exist, arriving before its prospect: it parks first.
+    let parked = e.apply_from(&mut s, lead("P7", 7, 1, 2), Some(source.clone()), 1_000);
+    assert_eq!(
+        parked.disposition,
+        Disposition::Parked(ParkReason::ProspectNotSeen)
+    );
+    let completed = e.apply(&mut s, prospect("P7", "a@b.example"), 2_000);
+    assert_eq!(completed.released.len(), 1);
+    let released = &completed.released[0];
+    assert!(
+        matches!(
+            released.disposition,
+            Disposition::Rejected(Rejection::InvalidValue { .. })
+        ),
+        "{:?}",
+        released.disposition
+    );
+    // The runtime sends it to the dead letters with these bytes; without them it would vanish.
+    assert_eq!(released.source.as_ref(), Some(&source));
+    assert!(s.parked_count() == 0, "it no longer waits");
+}

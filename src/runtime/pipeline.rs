@@ -691,6 +691,19 @@ impl Pipeline {
         for r in &decision.released {
             tracing::debug!(change_id = %r.change_id, disposition = ?r.disposition, "A parked event was completed.");
         }
+        // Parked events found invalid once their case is complete go to the dead letters with their
+        // own original records, tied to this record's offset.
+        let released_rejections: Vec<(String, DeadLetter)> = decision
+            .released
+            .iter()
+            .filter_map(|r| match (&r.disposition, &r.source) {
+                (Disposition::Rejected(rejection), Some(source)) => Some((
+                    r.change_id.clone(),
+                    DeadLetter::from_rejection(source.clone(), r.kind.as_str(), rejection),
+                )),
+                _ => None,
+            })
+            .collect();
         let mut sent = 0;
         for command in &decision.commands {
             let kind = command.kind();
@@ -724,6 +737,18 @@ impl Pipeline {
         if let Disposition::Rejected(rejection) = &decision.disposition {
             let dl = DeadLetter::from_rejection(source, kind.as_str(), rejection);
             self.add_dead_letter(tp, offset, dl).await?;
+        }
+        for (change_id, dl) in released_rejections {
+            // Logged in a span of the released event, so its warning names its own change and trace.
+            let (_, trace) = trace::output_headers(&dl.source.headers, &change_id);
+            let span = tracing::info_span!(
+                "released",
+                change_id = %change_id,
+                trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
+            );
+            self.add_dead_letter(tp, offset, dl)
+                .instrument(span)
+                .await?;
         }
         self.advance(tp).await
     }

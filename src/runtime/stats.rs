@@ -294,10 +294,27 @@ impl Stats {
             .observe(took.as_secs_f64());
     }
 
-    /// The engine decided an event whose source change happened at `modified_on` (epoch ms).
+    /// The engine decided an event whose source change happened at `modified_on` (epoch ms). Parked
+    /// events it released are counted again under their final outcome.
     pub fn decided(&self, kind: SourceKind, d: &Decision, modified_on: i64, now_ms: i64) {
+        self.outcome(kind, &d.disposition);
+        for r in &d.released {
+            self.outcome(r.kind, &r.disposition);
+        }
+        // Released parked events are no longer waiting.
+        self.parked_events.sub(d.released.len() as i64);
+        for c in &d.commands {
+            self.commands.with_label_values(&[c.kind().as_str()]).inc();
+        }
+        if modified_on > 0 {
+            self.end_to_end
+                .observe((now_ms - modified_on).max(0) as f64 / 1000.0);
+        }
+    }
+
+    fn outcome(&self, kind: SourceKind, disposition: &Disposition) {
         let rule = rule_name(kind);
-        let outcome = match &d.disposition {
+        let outcome = match disposition {
             Disposition::Emitted => "emitted",
             Disposition::Skipped(r) => {
                 self.skipped.with_label_values(&[rule, r.as_str()]).inc();
@@ -311,15 +328,6 @@ impl Stats {
             Disposition::Rejected(_) => "rejected",
         };
         self.rule_outcomes.with_label_values(&[rule, outcome]).inc();
-        // Released parked events are no longer waiting.
-        self.parked_events.sub(d.released.len() as i64);
-        for c in &d.commands {
-            self.commands.with_label_values(&[c.kind().as_str()]).inc();
-        }
-        if modified_on > 0 {
-            self.end_to_end
-                .observe((now_ms - modified_on).max(0) as f64 / 1000.0);
-        }
     }
 
     pub fn dead_letter(&self, stage: &str, reason: &str) {
