@@ -28,3 +28,6 @@ cargo test --locked
 
 echo "== scenario files through the command integrators use"
 cargo run --locked --quiet -- test-scenarios tests/scenarios
+
+echo "== deployment: Helm chart (rendered, schema-validated, checkov), alert rules (promtool), Dockerfile"
+bash scripts/check-deploy.sh target/debug/partner-sync

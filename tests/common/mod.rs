@@ -461,10 +461,22 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(settings: Settings) -> InProcess {
+        InProcess::start_with(settings, Default::default())
+    }
+
+    /// Like `start`, counting into `stats` (which the test may watch or serve while it runs).
+    pub fn start_with(
+        settings: Settings,
+        stats: std::sync::Arc<partner_sync::runtime::Stats>,
+    ) -> InProcess {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(partner_sync::runtime::run(settings, async move {
-            let _ = stopped.await;
-        }));
+        let handle = tokio::spawn(partner_sync::runtime::run_with(
+            settings,
+            stats,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         InProcess { stop, handle }
     }
 
