@@ -508,3 +508,48 @@ impl Stats {
             .join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_the_first_missing_piece_and_the_gauge_follows() {
+        let s = Stats::new();
+        assert_eq!(s.not_ready(), Some(NotReady::NoPartitions));
+        s.set_assigned(true);
+        assert!(s.is_ready());
+        assert!(s.render().contains("partnersync_ready 1"));
+        s.set_producer_up(false);
+        assert_eq!(s.not_ready(), Some(NotReady::ProducerDisconnected));
+        s.set_producer_up(true);
+        s.registry("unavailable");
+        assert_eq!(s.not_ready(), Some(NotReady::RegistryUnreachable));
+        assert!(s.render().contains("partnersync_ready 0"));
+        s.registry("ok");
+        assert!(s.is_ready());
+    }
+
+    #[test]
+    fn liveness_fails_once_the_loop_stops_beating_for_the_window() {
+        let s = Stats::new();
+        s.beat();
+        assert!(s.is_live(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!s.is_live(Duration::from_millis(5)));
+        s.beat();
+        assert!(s.is_live(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_parked_event_counts_until_released_or_expired() {
+        let s = Stats::new();
+        s.parked_moved(3);
+        s.expired(ParkReason::LeadNotSeen);
+        assert_eq!(s.value("partnersync_parked_events", &[]), 2);
+        assert_eq!(
+            s.value(names::PARKED_EXPIRED, &[("reason", "lead_not_seen")]),
+            1
+        );
+    }
+}

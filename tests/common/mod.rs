@@ -239,7 +239,7 @@ pub fn read_until(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,
-    done: impl Fn(&[Read]) -> bool,
+    mut done: impl FnMut(&[Read]) -> bool,
 ) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -336,16 +336,17 @@ fn collect_commands_from(
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(500));
+        // Incremental: each call looks only at the records read since the last one (checking the
+        // whole prefix every poll made large topics quadratic and time out).
+        let mut missing: std::collections::BTreeSet<String> =
+            want.iter().map(|w| w.to_string()).collect();
+        let mut checked = 0;
         let records = read_until(bootstrap, topics.command_topic(kind), left, |r| {
-            let ids: std::collections::BTreeSet<String> = r
-                .iter()
-                .map(|x| {
-                    decode_command(&codec, kind, &x.value)
-                        .command_id()
-                        .to_string()
-                })
-                .collect();
-            want.iter().all(|w| ids.contains(*w))
+            for x in &r[checked..] {
+                missing.remove(decode_command(&codec, kind, &x.value).command_id());
+            }
+            checked = r.len();
+            missing.is_empty()
         });
         total += records.len();
         for r in records {
