@@ -14,6 +14,7 @@
 //! Errors are values ([`CodecError`]) naming the schema and what was wrong, never panics.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
@@ -21,10 +22,7 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{
-    Alert, Change, ChangeEvent, Command, CommandKind, CustomerHierarchyCreate, CustomerUpsert,
-    LeadNote, LeadUpsert, NotificationRequest, ProspectStatusUpdate, SourceKind,
-};
+use crate::model::{Change, ChangeEvent, Command, CommandKind, SourceKind};
 
 /// The schema files, by what they carry.
 pub const EVENT_SCHEMAS: [(SourceKind, &str); 5] = [
@@ -96,11 +94,66 @@ pub enum CodecError {
     Incompatible { schema: String, reason: String },
 }
 
-/// Our (reader and writer) schemas, parsed once.
-#[derive(Debug, Clone)]
+/// Our schemas, parsed once per process, with their name resolution done once too: building a
+/// datum reader or writer resolves every named type of the schema, which cost more than decoding a
+/// record when it was done per record (the profile of `benches/engine.rs` showed it at ~10%).
+struct Compiled {
+    events: BTreeMap<SourceKind, &'static Schema>,
+    commands: BTreeMap<CommandKind, &'static Schema>,
+    event_readers: BTreeMap<SourceKind, GenericDatumReader<'static>>,
+    event_writers: BTreeMap<SourceKind, GenericDatumWriter<'static>>,
+    command_readers: BTreeMap<CommandKind, GenericDatumReader<'static>>,
+    command_writers: BTreeMap<CommandKind, GenericDatumWriter<'static>>,
+}
+
+static COMPILED: OnceLock<Compiled> = OnceLock::new();
+
+fn compiled() -> &'static Compiled {
+    COMPILED.get_or_init(|| {
+        // Parsed once per process and kept for its lifetime, so readers and writers can borrow them.
+        let parse = |text: &str| -> &'static Schema {
+            Box::leak(Box::new(
+                Schema::parse_str(text)
+                    .expect("embedded schema parses; tests/schemas.rs checks it"),
+            ))
+        };
+        let events: BTreeMap<_, _> = EVENT_SCHEMAS.iter().map(|(k, t)| (*k, parse(t))).collect();
+        let commands: BTreeMap<_, _> = COMMAND_SCHEMAS
+            .iter()
+            .map(|(k, t)| (*k, parse(t)))
+            .collect();
+        let reader = |s: &'static Schema| {
+            GenericDatumReader::builder(s)
+                .build()
+                .expect("our schemas resolve")
+        };
+        let writer = |s: &'static Schema| {
+            GenericDatumWriter::builder(s)
+                .build()
+                .expect("our schemas resolve")
+        };
+        Compiled {
+            event_readers: events.iter().map(|(k, s)| (*k, reader(s))).collect(),
+            event_writers: events.iter().map(|(k, s)| (*k, writer(s))).collect(),
+            command_readers: commands.iter().map(|(k, s)| (*k, reader(s))).collect(),
+            command_writers: commands.iter().map(|(k, s)| (*k, writer(s))).collect(),
+            events,
+            commands,
+        }
+    })
+}
+
+/// Encodes and decodes our events and commands. Cheap to create and clone: the schemas and their
+/// resolved readers and writers are shared by the process.
+#[derive(Clone, Copy)]
 pub struct Codec {
-    events: BTreeMap<SourceKind, Schema>,
-    commands: BTreeMap<CommandKind, Schema>,
+    c: &'static Compiled,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").finish_non_exhaustive()
+    }
 }
 
 fn full_name(schema: &Schema) -> String {
@@ -111,37 +164,28 @@ fn full_name(schema: &Schema) -> String {
 }
 
 impl Codec {
-    /// Parses the embedded schemas. They are tested to parse, so this cannot fail in a release.
     pub fn new() -> Codec {
-        let parse = |text: &str| {
-            Schema::parse_str(text).expect("embedded schema parses; tests/schemas.rs checks it")
-        };
-        Codec {
-            events: EVENT_SCHEMAS.iter().map(|(k, t)| (*k, parse(t))).collect(),
-            commands: COMMAND_SCHEMAS
-                .iter()
-                .map(|(k, t)| (*k, parse(t)))
-                .collect(),
-        }
+        Codec { c: compiled() }
     }
 
-    pub fn event_schema(&self, kind: SourceKind) -> &Schema {
-        &self.events[&kind]
+    pub fn event_schema(&self, kind: SourceKind) -> &'static Schema {
+        self.c.events[&kind]
     }
 
-    pub fn command_schema(&self, kind: CommandKind) -> &Schema {
-        &self.commands[&kind]
+    pub fn command_schema(&self, kind: CommandKind) -> &'static Schema {
+        self.c.commands[&kind]
     }
 
     /// Encodes an event's Avro body (no wire-format header) with our schema.
     pub fn encode_event(&self, event: &ChangeEvent) -> Result<Vec<u8>, CodecError> {
-        let schema = self.event_schema(event.kind());
+        let kind = event.kind();
+        let (schema, writer) = (self.event_schema(kind), &self.c.event_writers[&kind]);
         match event {
-            ChangeEvent::Prospect(c) => write(schema, c, "prospect"),
-            ChangeEvent::Lead(c) => write(schema, c, "lead"),
-            ChangeEvent::Opportunity(c) => write(schema, c, "opportunity"),
-            ChangeEvent::Contact(c) => write(schema, c, "contact"),
-            ChangeEvent::Account(c) => write(schema, c, "account"),
+            ChangeEvent::Prospect(c) => write(schema, writer, c, "prospect"),
+            ChangeEvent::Lead(c) => write(schema, writer, c, "lead"),
+            ChangeEvent::Opportunity(c) => write(schema, writer, c, "opportunity"),
+            ChangeEvent::Contact(c) => write(schema, writer, c, "contact"),
+            ChangeEvent::Account(c) => write(schema, writer, c, "account"),
         }
     }
 
@@ -159,10 +203,13 @@ impl Codec {
         writer: &Schema,
         bytes: &[u8],
     ) -> Result<ChangeEvent, CodecError> {
-        self.decode_event_with(kind, writer, writer == self.event_schema(kind), bytes)
+        let ours = self.event_schema(kind);
+        let direct = std::ptr::eq(writer, ours) || writer == ours;
+        self.decode_event_with(kind, writer, direct, bytes)
     }
 
-    /// Like [`Codec::decode_event`], with [`Codec::reads_directly`] computed by the caller.
+    /// Like [`Codec::decode_event`], with [`Codec::reads_directly`] computed by the caller. When it
+    /// holds, the bytes are decoded with our own (pre-resolved) schema: their encoding is identical.
     pub fn decode_event_with(
         &self,
         kind: SourceKind,
@@ -170,59 +217,64 @@ impl Codec {
         direct: bool,
         bytes: &[u8],
     ) -> Result<ChangeEvent, CodecError> {
-        let reader = if direct {
-            writer
-        } else {
-            self.event_schema(kind)
-        };
+        let ours = self.event_schema(kind);
+        if direct {
+            let r = &self.c.event_readers[&kind];
+            return Ok(match kind {
+                SourceKind::Prospect => ChangeEvent::Prospect(read_direct(ours, r, bytes)?),
+                SourceKind::Lead => ChangeEvent::Lead(read_direct(ours, r, bytes)?),
+                SourceKind::Opportunity => ChangeEvent::Opportunity(read_direct(ours, r, bytes)?),
+                SourceKind::Contact => ChangeEvent::Contact(read_direct(ours, r, bytes)?),
+                SourceKind::Account => ChangeEvent::Account(read_direct(ours, r, bytes)?),
+            });
+        }
         Ok(match kind {
             SourceKind::Prospect => {
-                ChangeEvent::Prospect(read::<Change<_>>(writer, reader, bytes)?)
+                ChangeEvent::Prospect(read_resolving::<Change<_>>(writer, ours, bytes)?)
             }
-            SourceKind::Lead => ChangeEvent::Lead(read::<Change<_>>(writer, reader, bytes)?),
+            SourceKind::Lead => {
+                ChangeEvent::Lead(read_resolving::<Change<_>>(writer, ours, bytes)?)
+            }
             SourceKind::Opportunity => {
-                ChangeEvent::Opportunity(read::<Change<_>>(writer, reader, bytes)?)
+                ChangeEvent::Opportunity(read_resolving::<Change<_>>(writer, ours, bytes)?)
             }
-            SourceKind::Contact => ChangeEvent::Contact(read::<Change<_>>(writer, reader, bytes)?),
-            SourceKind::Account => ChangeEvent::Account(read::<Change<_>>(writer, reader, bytes)?),
+            SourceKind::Contact => {
+                ChangeEvent::Contact(read_resolving::<Change<_>>(writer, ours, bytes)?)
+            }
+            SourceKind::Account => {
+                ChangeEvent::Account(read_resolving::<Change<_>>(writer, ours, bytes)?)
+            }
         })
     }
 
     /// Encodes a command's Avro body with our schema for its kind.
     pub fn encode_command(&self, command: &Command) -> Result<Vec<u8>, CodecError> {
         let kind = command.kind();
-        let schema = self.command_schema(kind);
+        let (schema, writer) = (self.command_schema(kind), &self.c.command_writers[&kind]);
         let what = kind.as_str();
         match command {
-            Command::LeadUpsert(c) => write(schema, c, what),
-            Command::LeadNote(c) => write(schema, c, what),
-            Command::CustomerUpsert(c) => write(schema, c, what),
-            Command::ProspectStatus(c) => write(schema, c, what),
-            Command::CustomerHierarchy(c) => write(schema, c, what),
-            Command::RejectionEmail(c) => write(schema, c, what),
-            Command::Alert(c) => write(schema, c, what),
+            Command::LeadUpsert(c) => write(schema, writer, c, what),
+            Command::LeadNote(c) => write(schema, writer, c, what),
+            Command::CustomerUpsert(c) => write(schema, writer, c, what),
+            Command::ProspectStatus(c) => write(schema, writer, c, what),
+            Command::CustomerHierarchy(c) => write(schema, writer, c, what),
+            Command::RejectionEmail(c) => write(schema, writer, c, what),
+            Command::Alert(c) => write(schema, writer, c, what),
         }
     }
 
     /// Decodes a command body written with our schema (used by tests and by consumers of our topics).
     pub fn decode_command(&self, kind: CommandKind, bytes: &[u8]) -> Result<Command, CodecError> {
         let s = self.command_schema(kind);
+        let r = &self.c.command_readers[&kind];
         Ok(match kind {
-            CommandKind::LeadUpsert => Command::LeadUpsert(read::<LeadUpsert>(s, s, bytes)?),
-            CommandKind::LeadNote => Command::LeadNote(read::<LeadNote>(s, s, bytes)?),
-            CommandKind::CustomerUpsert => {
-                Command::CustomerUpsert(read::<CustomerUpsert>(s, s, bytes)?)
-            }
-            CommandKind::ProspectStatus => {
-                Command::ProspectStatus(read::<ProspectStatusUpdate>(s, s, bytes)?)
-            }
-            CommandKind::CustomerHierarchy => {
-                Command::CustomerHierarchy(read::<CustomerHierarchyCreate>(s, s, bytes)?)
-            }
-            CommandKind::RejectionEmail => {
-                Command::RejectionEmail(read::<NotificationRequest>(s, s, bytes)?)
-            }
-            CommandKind::Alert => Command::Alert(read::<Alert>(s, s, bytes)?),
+            CommandKind::LeadUpsert => Command::LeadUpsert(read_direct(s, r, bytes)?),
+            CommandKind::LeadNote => Command::LeadNote(read_direct(s, r, bytes)?),
+            CommandKind::CustomerUpsert => Command::CustomerUpsert(read_direct(s, r, bytes)?),
+            CommandKind::ProspectStatus => Command::ProspectStatus(read_direct(s, r, bytes)?),
+            CommandKind::CustomerHierarchy => Command::CustomerHierarchy(read_direct(s, r, bytes)?),
+            CommandKind::RejectionEmail => Command::RejectionEmail(read_direct(s, r, bytes)?),
+            CommandKind::Alert => Command::Alert(read_direct(s, r, bytes)?),
         })
     }
 }
@@ -233,58 +285,75 @@ impl Default for Codec {
     }
 }
 
-fn write<T: Serialize>(schema: &Schema, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-    let encode_error = |e: apache_avro::Error| CodecError::Encode {
-        what: what.to_string(),
-        schema: full_name(schema),
-        reason: e.to_string(),
-    };
-    let writer = GenericDatumWriter::builder(schema)
-        .build()
-        .map_err(encode_error)?;
-    writer.write_ser_to_vec(value).map_err(encode_error)
+fn write<T: Serialize>(
+    schema: &Schema,
+    writer: &GenericDatumWriter<'_>,
+    value: &T,
+    what: &str,
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(256);
+    writer
+        .write_ser(&mut out, value)
+        .map_err(|e| CodecError::Encode {
+            what: what.to_string(),
+            schema: full_name(schema),
+            reason: e.to_string(),
+        })?;
+    Ok(out)
 }
 
-fn read<T: DeserializeOwned>(
-    writer: &Schema,
-    reader: &Schema,
-    bytes: &[u8],
-) -> Result<T, CodecError> {
-    let schema = full_name(reader);
-    let decode_error = |e: apache_avro::Error| CodecError::Decode {
-        schema: schema.clone(),
-        reason: e.to_string(),
-    };
-    let mut input = bytes;
-    let value = if writer == reader {
-        let typed = GenericDatumReader::builder(writer)
-            .build()
-            .map_err(decode_error)?;
-        typed.read_deser::<T>(&mut input).map_err(decode_error)?
+/// The whole of `bytes` must be one record.
+fn no_leftover(schema: &Schema, input: &[u8]) -> Result<(), CodecError> {
+    if input.is_empty() {
+        Ok(())
     } else {
-        let resolving = GenericDatumReader::builder(writer)
-            .reader_schema(reader)
-            .build()
-            .map_err(|e| CodecError::Incompatible {
-                schema: schema.clone(),
-                reason: e.to_string(),
-            })?;
-        let value = resolving
-            .read_value(&mut input)
-            .map_err(|e| CodecError::Incompatible {
-                schema: schema.clone(),
-                reason: e.to_string(),
-            })?;
-        apache_avro::from_value::<T>(&value).map_err(decode_error)?
-    };
-    if !input.is_empty() {
-        return Err(CodecError::Decode {
-            schema,
+        Err(CodecError::Decode {
+            schema: full_name(schema),
             reason: format!(
                 "{} byte(s) left over after the record; the writer schema id is probably wrong",
                 input.len()
             ),
-        });
+        })
     }
+}
+
+/// Decodes bytes written with `schema` itself (or a schema of identical encoding).
+fn read_direct<T: DeserializeOwned>(
+    schema: &Schema,
+    reader: &GenericDatumReader<'_>,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let mut input = bytes;
+    let value = reader
+        .read_deser::<T>(&mut input)
+        .map_err(|e| CodecError::Decode {
+            schema: full_name(schema),
+            reason: e.to_string(),
+        })?;
+    no_leftover(schema, input)?;
     Ok(value)
+}
+
+/// Decodes bytes written with `writer` into our `reader` schema by Avro's resolution rules.
+fn read_resolving<T: DeserializeOwned>(
+    writer: &Schema,
+    reader: &Schema,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let incompatible = |e: apache_avro::Error| CodecError::Incompatible {
+        schema: full_name(reader),
+        reason: e.to_string(),
+    };
+    let mut input = bytes;
+    let resolving = GenericDatumReader::builder(writer)
+        .reader_schema(reader)
+        .build()
+        .map_err(incompatible)?;
+    let value = resolving.read_value(&mut input).map_err(incompatible)?;
+    let typed = apache_avro::from_value::<T>(&value).map_err(|e| CodecError::Decode {
+        schema: full_name(reader),
+        reason: e.to_string(),
+    })?;
+    no_leftover(reader, input)?;
+    Ok(typed)
 }

@@ -239,8 +239,20 @@ impl Engine {
 /// A stable 64-bit FNV-1a digest of the customer's fields (not of ids that vary per change). Stable
 /// across builds and Rust versions, unlike `DefaultHasher`, because it is persisted in state.
 fn digest(customer: &CustomerUpsert) -> u64 {
-    let text = serde_json::to_string(customer).unwrap_or_default();
-    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    // FNV-1a over the JSON text, fed as it is written (no intermediate string).
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for b in buf {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let _ = serde_json::to_writer(&mut h, customer);
+    h.0
 }
