@@ -41,6 +41,10 @@ fn prospects() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300)
 }
+/// fetch.wait.max.ms for both sides: Tansu 0.6 holds every fetch response for about this long (it
+/// sleeps after reading even when it found data), so the default 500 ms would measure the broker's
+/// wait, not the clients.
+const FETCH_WAIT_MS: u32 = 10;
 const EDITS_PER_CASE: usize = 12;
 const ROUNDS: usize = 3;
 
@@ -101,6 +105,7 @@ fn raw_copy(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.queue.backoff.ms", "10")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         .create()
         .unwrap();
     let producer: BaseProducer = ClientConfig::new()
@@ -142,6 +147,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // Warnings by default; RUST_LOG=partner_sync=info shows restores and rebalances with timings.
+    partner_sync::logging::init(partner_sync::settings::LogFormat::Text, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,6 +220,7 @@ fn main() {
             .unwrap();
             settings.kafka = layered.kafka;
             settings.kafka.extra.remove("batch.num.messages");
+            settings.kafka.fetch_wait_max_ms = FETCH_WAIT_MS;
             settings.registry = layered.registry;
             settings.delivery = layered.delivery;
             settings.telemetry = layered.telemetry;

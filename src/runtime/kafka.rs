@@ -273,6 +273,10 @@ pub fn restore(
         .client_config(ClientRole::StateReader)?
         .create()
         .map_err(|e| format!("cannot create the state reader: {e}"))?;
+    // Ask for the topic's metadata before assigning: measured on Tansu, the first message then
+    // arrives after ~60 ms instead of ~510 ms (librdkafka otherwise waits for a later metadata
+    // refresh before it knows the leader and starts fetching).
+    let _ = reader.fetch_metadata(Some(topic), budget.min(Duration::from_secs(10)));
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(|e| e.to_string())?;

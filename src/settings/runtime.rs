@@ -57,6 +57,8 @@ pub struct KafkaSettings {
     pub ssl_key_password: Secret,
     pub session_timeout_ms: u32,
     pub fetch_queue_backoff_ms: u32,
+    /// fetch.wait.max.ms of the pipeline's consumer.
+    pub fetch_wait_max_ms: u32,
     /// statistics.interval.ms: how often librdkafka reports consumer lag and broker state (0 = never,
     /// which leaves the lag metric empty and readiness blind to a lost producer connection).
     pub statistics_interval_ms: u32,
@@ -159,6 +161,7 @@ impl KafkaSettings {
                 c.set("enable.partition.eof", "false");
                 c.set("isolation.level", "read_committed");
                 if role == ClientRole::Consumer {
+                    c.set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
                     c.set("group.id", &self.group_id);
                     c.set("session.timeout.ms", self.session_timeout_ms.to_string());
                     c.set("auto.offset.reset", &self.auto_offset_reset);
@@ -168,6 +171,10 @@ impl KafkaSettings {
                     c.set("partition.assignment.strategy", "range");
                 } else {
                     c.set("group.id", format!("{}-state-reader", self.group_id));
+                    // A restore reads to a known offset and waits for nothing else: ask the broker
+                    // not to hold fetches (default 500 ms), so each round trip is as short as it can be.
+                    c.set("fetch.wait.max.ms", "10");
+                    c.set("fetch.error.backoff.ms", "10");
                     c.set("enable.auto.commit", "false");
                     c.set("auto.offset.reset", "earliest");
                 }
