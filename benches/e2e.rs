@@ -1,57 +1,69 @@
-//! End-to-end backlog drain against a real broker (Tansu, started here), side by side with the
-//! raw-copy limit, in one run: `cargo bench --bench e2e` (installs nothing; run `bash scripts/broker.sh
-//! install` first, or `bash scripts/test.sh`, which does).
+//! End to end against a real broker (Tansu, started here), side by side with the raw-copy limit, in
+//! one run: `cargo bench --bench e2e` (run `bash scripts/broker.sh install` first, or the test
+//! command, which does). It prints a Markdown table; the README's performance table is that output.
 //!
-//! Workload: a realistic mix of change events — onboarding stories plus, for every qualified case,
-//! repeated contact and account edits (the bulk of a real feed) — loaded into the input topics.
-//! Each round drains the same backlog twice with the same client settings:
-//! - raw copy: rdkafka BaseConsumer → BaseProducer, bytes unchanged, to a copy topic;
-//! - partner-sync: the full pipeline (route, engine with state in Kafka, commands, at-least-once
-//!   commits), until every record is applied and acknowledged.
+//! Workload: a realistic mix of change events — onboarding stories (prospects, leads, opportunities,
+//! contacts, accounts moving through their lifecycle) plus, for every qualified case, repeated contact
+//! edits (the bulk of a real feed). `E2E_PROSPECTS` sizes it (default 1,000 requests ≈ 15,000 events).
 //!
-//! Rounds alternate the two, each on fresh topics and groups; the medians and their ratio are printed.
-//! It checks its own output: every command the pure engine decides for the workload is present.
-//! Not measured yet: CPU per record, peak RSS, latency at a fixed offered rate.
+//! Each of `E2E_ROUNDS` rounds (default 3) drains the same backlog twice, on fresh topics and groups:
+//! - raw copy: rdkafka BaseConsumer → BaseProducer in this process, bytes unchanged, the limit;
+//! - partner-sync: the release binary as a child process (`partner-sync run`) with the full pipeline
+//!   (route, engine with state in Kafka, commands, at-least-once commits), until its /metrics say every
+//!   record was applied and acknowledged. Its CPU time and peak RSS come from /proc/<pid>.
+//! Both use the same client settings (fetch wait, linger, compression, idempotence).
 //!
-//! Size: `E2E_PROSPECTS` partner requests (default 300, 4,386 events; 1,500 gives 22,377 events).
-//! (An earlier "a third of the commands cannot be read back" at 22,377 events was the self-check's
-//! own fault: it re-decoded everything read so far after every poll, quadratic, and timed out.)
+//! Then, with the last round's connector still running, a latency phase at fixed offered rates:
+//! contact edits of known customers are produced at `rate` records/s, and a reader measures, per
+//! edit, the time from handing the edit to the producer to reading its customer command back
+//! (two broker hops inside: input → cases → commands). The connector's resident memory is sampled at
+//! the end of the 1,000 records/s phase (steady state).
+//!
+//! It checks its own output: in round 0, every command the pure engine decides for the backlog is on
+//! Kafka, with no two different records for one command id; in the latency phase, every edit's command
+//! arrives.
+//!
+//! Tansu 0.6 holds every fetch for up to fetch.wait.max.ms even when it has data (it sleeps after
+//! reading), so both sides use 10 ms; with Apache Kafka the default would do.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use partner_sync::codec::Codec;
 use partner_sync::mapping::EngineConfig;
-use partner_sync::model::{Change, ChangeEvent, Contact};
-use partner_sync::runtime::stats::names;
-use partner_sync::runtime::{Stats, Topics};
+use partner_sync::model::{Change, ChangeEvent, Command as Cmd, CommandKind, Contact, SourceKind};
+use partner_sync::registry::wire;
+use partner_sync::runtime::Topics;
 use partner_sync::settings::Settings;
 use partner_sync::story;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
-/// Partner requests in the workload; `E2E_PROSPECTS` overrides.
-fn prospects() -> usize {
-    std::env::var("E2E_PROSPECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
-}
-/// fetch.wait.max.ms for both sides: Tansu 0.6 holds every fetch response for about this long (it
-/// sleeps after reading even when it found data), so the default 500 ms would measure the broker's
-/// wait, not the clients.
 const FETCH_WAIT_MS: u32 = 10;
 const EDITS_PER_CASE: usize = 12;
-const ROUNDS: usize = 3;
+/// Offered rates of the latency phase, records/s, and how long each lasts.
+const RATES: [(u32, u64); 2] = [(1_000, 10), (20_000, 3)];
 
-fn workload() -> Vec<ChangeEvent> {
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The backlog, and one contact change per qualified case (templates for latency edits).
+fn workload() -> (Vec<ChangeEvent>, Vec<Change<Contact>>) {
     let cfg = EngineConfig::defaults();
     let mut events = Vec::new();
-    for case in story::generate(99, prospects(), &cfg, START_MS).cases {
+    let mut contacts = Vec::new();
+    for case in story::generate(99, env_usize("E2E_PROSPECTS", 1_000), &cfg, START_MS).cases {
         let causal = case.causal();
         let contact: Option<Change<Contact>> = causal.iter().find_map(|e| match e {
             ChangeEvent::Contact(c) => Some(c.clone()),
@@ -60,36 +72,83 @@ fn workload() -> Vec<ChangeEvent> {
         events.extend(causal);
         if let Some(c) = contact {
             for n in 0..EDITS_PER_CASE {
-                let mut edit = c.clone();
-                edit.header.version += 100 + n as i64;
-                edit.header.change_id = format!("{}-edit-{n}", c.header.change_id);
-                edit.record.telephone1 = Some(format!("+1 206 555 {:04}", n));
-                events.push(ChangeEvent::Contact(edit));
+                events.push(ChangeEvent::Contact(edit(&c, n, "edit")));
             }
+            contacts.push(c);
         }
     }
-    events
+    (events, contacts)
 }
 
-fn topics_with_suffix(suffix: &str) -> (Settings, Topics) {
-    let mut s = Settings::defaults();
-    let t = &mut s.topics;
-    for name in [
-        &mut t.lead_commands,
-        &mut t.annotation_commands,
-        &mut t.customer_commands,
-        &mut t.prospect_status_commands,
-        &mut t.hierarchy_commands,
-        &mut t.notification_commands,
-        &mut t.alerts,
-        &mut t.dead_letters,
-        &mut t.cases,
-        &mut t.state,
-    ] {
-        name.push_str(suffix);
+fn edit(c: &Change<Contact>, n: usize, tag: &str) -> Change<Contact> {
+    let mut e = c.clone();
+    e.header.version += 100 + n as i64;
+    e.header.change_id = format!("{}-{tag}-{n}", c.header.change_id);
+    e.record.telephone1 = Some(format!("+1 206 {tag} {n:07}"));
+    e
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+fn fast_producer(bootstrap: &str, linger_ms: u32) -> BaseProducer {
+    client(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap()
+}
+
+/// Queues every event at once (ordered per partition by idempotence) and waits for all of them.
+fn load(bootstrap: &str, ids: &BTreeMap<SourceKind, u32>, events: &[ChangeEvent]) {
+    let codec = Codec::new();
+    let topics = Topics::new(&Settings::defaults().topics);
+    let producer = fast_producer(bootstrap, 5);
+    for e in events {
+        let value = wire::frame(ids[&e.kind()], &codec.encode_event(e).unwrap());
+        let mut record = BaseRecord::to(topics.input_topic(e.kind()))
+            .key(e.entity_id())
+            .payload(&value);
+        while let Err((_, back)) = producer.send(record) {
+            producer.poll(Duration::from_millis(1));
+            record = back;
+        }
+        producer.poll(Duration::ZERO);
     }
-    let topics = Topics::new(&s.topics);
-    (s, topics)
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+/// CPU seconds (user + system) of a process so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the command name start at "state" (field 3); utime is 14, stime 15.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A /proc/<pid>/status figure in MiB (VmRSS, VmHWM).
+fn memory_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn raw_copy(
@@ -99,8 +158,7 @@ fn raw_copy(
     records: usize,
     group: &str,
 ) -> Duration {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = client(bootstrap)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -108,14 +166,7 @@ fn raw_copy(
         .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         .create()
         .unwrap();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .unwrap();
+    let producer = fast_producer(bootstrap, 5);
     let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&names).unwrap();
     let started = Instant::now();
@@ -141,141 +192,396 @@ fn raw_copy(
     started.elapsed()
 }
 
+/// The connector's configuration for one round: its own topics, group and metrics port.
+fn connector_toml(bootstrap: &str, registry: &str, suffix: &str, port: u16) -> (String, Topics) {
+    let d = Settings::defaults().topics;
+    let mut topics = String::from("[topics]\n");
+    for (key, name) in [
+        ("prospect_changes", &d.prospect_changes),
+        ("lead_changes", &d.lead_changes),
+        ("opportunity_changes", &d.opportunity_changes),
+        ("contact_changes", &d.contact_changes),
+        ("account_changes", &d.account_changes),
+    ] {
+        topics.push_str(&format!("{key} = \"{name}\"\n"));
+    }
+    for (key, name) in [
+        ("lead_commands", &d.lead_commands),
+        ("annotation_commands", &d.annotation_commands),
+        ("customer_commands", &d.customer_commands),
+        ("prospect_status_commands", &d.prospect_status_commands),
+        ("hierarchy_commands", &d.hierarchy_commands),
+        ("notification_commands", &d.notification_commands),
+        ("alerts", &d.alerts),
+        ("dead_letters", &d.dead_letters),
+        ("cases", &d.cases),
+        ("state", &d.state),
+    ] {
+        topics.push_str(&format!("{key} = \"{name}{suffix}\"\n"));
+    }
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "bench{suffix}"
+client_id = "bench{suffix}"
+session_timeout_ms = 6000
+fetch_wait_max_ms = {FETCH_WAIT_MS}
+statistics_interval_ms = 1000
+[registry]
+urls = ["{registry}"]
+auto_register = true
+[delivery]
+commit_interval_ms = 200
+[telemetry]
+listen = "127.0.0.1:{port}"
+log_format = "text"
+{topics}"#
+    );
+    let settings =
+        Settings::from_layers(&[&text], false).expect("the bench configuration is valid");
+    (text, Topics::new(&settings.topics))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One metric's value from the connector's /metrics (summed over the series matching `filter`).
+fn scrape(port: u16, metric: &str, filter: &str) -> Option<f64> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(filter))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum(),
+    )
+}
+
+struct Child {
+    process: std::process::Child,
+    pid: String,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Child {
+    fn spawn(config: &str, suffix: &str) -> Child {
+        let dir =
+            std::env::temp_dir().join(format!("partner-sync-bench{suffix}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("connector.log");
+        let port = config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|p| p.trim_end_matches('"').parse().ok())
+            .unwrap();
+        let process = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = process.id().to_string();
+        Child {
+            process,
+            pid,
+            port,
+            log,
+        }
+    }
+
+    fn applied(&self, cases: &str) -> f64 {
+        scrape(
+            self.port,
+            "partnersync_records_consumed_total",
+            &format!("topic=\"{cases}\""),
+        )
+        .unwrap_or(0.0)
+    }
+
+    fn in_flight(&self) -> f64 {
+        scrape(self.port, "partnersync_in_flight_records", "").unwrap_or(f64::MAX)
+    }
+
+    fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.process.try_wait() {
+            panic!(
+                "the connector exited ({status}):\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid])
+            .status();
+        let _ = self.process.wait();
+    }
+}
+
+struct Latencies {
+    p50_ms: f64,
+    p99_ms: f64,
+    achieved: f64,
+}
+
+/// Offers contact edits at `rate`/s for `seconds` and measures each edit's command read back.
+fn latency_phase(
+    bootstrap: &str,
+    ids: &BTreeMap<SourceKind, u32>,
+    topics: &Topics,
+    contacts: &[Change<Contact>],
+    rate: u32,
+    seconds: u64,
+) -> Latencies {
+    let codec = Codec::new();
+    let input = Topics::new(&Settings::defaults().topics)
+        .input_topic(SourceKind::Contact)
+        .to_string();
+    let total = rate as usize * seconds as usize;
+    let tag = format!("lat{rate}");
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let reader = {
+        let (bootstrap, topic, received, tag) = (
+            bootstrap.to_string(),
+            topics
+                .command_topic(CommandKind::CustomerUpsert)
+                .to_string(),
+            received.clone(),
+            tag.clone(),
+        );
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = client(&bootstrap)
+                .set("group.id", format!("latency-{tag}"))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+                .set("fetch.queue.backoff.ms", "1")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[&topic]).unwrap();
+            let codec = Codec::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds + 60);
+            while received.lock().unwrap().len() < total && Instant::now() < deadline {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    let now = Instant::now();
+                    let (_, body) = wire::split(m.payload()).unwrap();
+                    if let Ok(Cmd::CustomerUpsert(c)) =
+                        codec.decode_command(CommandKind::CustomerUpsert, body)
+                    {
+                        if c.caused_by.contains(&tag) {
+                            received.lock().unwrap().insert(c.caused_by, now);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2)); // the reader joins and reaches the end first
+    let producer = fast_producer(bootstrap, 0);
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        while Instant::now() < due {
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let c = &contacts[i % contacts.len()];
+        // Versions keep rising across phases (a lower one would be skipped as stale).
+        let e = edit(c, 1_000 + rate as usize * 100 + i, &tag);
+        let value = wire::frame(
+            ids[&SourceKind::Contact],
+            &codec
+                .encode_event(&ChangeEvent::Contact(e.clone()))
+                .unwrap(),
+        );
+        sent.lock()
+            .unwrap()
+            .insert(e.header.change_id.clone(), Instant::now());
+        let mut record = BaseRecord::to(&input)
+            .key(&e.record.contactid)
+            .payload(&value);
+        while let Err((_, back)) = producer.send(record) {
+            producer.poll(Duration::from_millis(1));
+            record = back;
+        }
+    }
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    producer.flush(Duration::from_secs(60)).unwrap();
+    reader.join().unwrap();
+    let sent = sent.lock().unwrap();
+    let received = received.lock().unwrap();
+    assert_eq!(
+        received.len(),
+        total,
+        "every edit at {rate}/s produced its command"
+    );
+    let mut ms: Vec<f64> = received
+        .iter()
+        .map(|(id, at)| at.duration_since(sent[id]).as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+    Latencies {
+        p50_ms: q(0.50),
+        p99_ms: q(0.99),
+        achieved,
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
 fn main() {
-    // Warnings by default; RUST_LOG=partner_sync=info shows restores and rebalances with timings.
-    partner_sync::logging::init(partner_sync::settings::LogFormat::Text, "warn");
+    let rounds = env_usize("E2E_ROUNDS", 3).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let broker = Broker::start();
-        let defaults = Topics::new(&Settings::defaults().topics);
-        let inputs: Vec<String> = partner_sync::model::SourceKind::ALL
-            .iter()
-            .map(|k| defaults.input_topic(*k).to_string())
-            .collect();
-        for t in &inputs {
+    let _guard = runtime.enter();
+    let broker = Broker::start();
+    let defaults = Topics::new(&Settings::defaults().topics);
+    let inputs: Vec<String> = SourceKind::ALL
+        .iter()
+        .map(|k| defaults.input_topic(*k).to_string())
+        .collect();
+    for t in &inputs {
+        broker.create_topic(t, 3);
+    }
+    let (registry, ids) = runtime.block_on(registry());
+    let (events, contacts) = workload();
+    let expected = expected_commands(&events);
+    let loading = Instant::now();
+    load(&broker.bootstrap(), &ids, &events);
+    let n = events.len();
+    eprintln!(
+        "loaded {n} change events ({} commands expected) in {:.1} s",
+        expected.len(),
+        loading.elapsed().as_secs_f64()
+    );
+
+    let (mut raw, mut raw_cpu, mut full, mut full_cpu, mut rss) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut last = None;
+    for round in 0..rounds {
+        let copy_topic = format!("bench.copy.{round}");
+        broker.create_topic(&copy_topic, 3);
+        let me = std::process::id().to_string();
+        let cpu_before = cpu_seconds(&me);
+        let took = raw_copy(
+            &broker.bootstrap(),
+            &inputs,
+            &copy_topic,
+            n,
+            &format!("raw-{round}"),
+        );
+        raw_cpu.push((cpu_seconds(&me) - cpu_before) / n as f64);
+        raw.push(n as f64 / took.as_secs_f64());
+
+        let suffix = format!(".r{round}");
+        let (config, topics) =
+            connector_toml(&broker.bootstrap(), &registry.url(), &suffix, free_port());
+        for t in topics
+            .all()
+            .into_iter()
+            .filter(|t| !inputs.iter().any(|i| i == t))
+        {
             broker.create_topic(t, 3);
         }
-        let (registry, ids) = registry().await;
-        let events = workload();
-        let expected = expected_commands(&events);
-        let loading = Instant::now();
-        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("linger.ms", "5")
-            .create()
-            .unwrap();
-        produce(&producer, &ids, &events).await;
+        let started = Instant::now();
+        let mut child = Child::spawn(&config, &suffix);
+        while !(child.applied(&topics.cases) as usize >= n && child.in_flight() == 0.0) {
+            child.assert_alive();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = started.elapsed();
+        full.push(n as f64 / took.as_secs_f64());
+        full_cpu.push(cpu_seconds(&child.pid) / n as f64);
+        rss.push(memory_mib(&child.pid, "VmHWM:"));
         eprintln!(
-            "loaded {} change events ({} commands expected) in {:.1} s",
-            events.len(),
-            expected.len(),
-            loading.elapsed().as_secs_f64()
+            "round {round}: raw copy {:.0} records/s, partner-sync {:.0} records/s, peak RSS {:.0} MiB",
+            raw[round], full[round], rss[round]
         );
-
-        let mut raw = Vec::new();
-        let mut full = Vec::new();
-        for round in 0..ROUNDS {
-            let copy_topic = format!("bench.copy.{round}");
-            broker.create_topic(&copy_topic, 3);
-            let bootstrap = broker.bootstrap();
-            let inputs2 = inputs.clone();
-            let n = events.len();
-            let took = tokio::task::spawn_blocking(move || {
-                raw_copy(
-                    &bootstrap,
-                    &inputs2,
-                    &copy_topic,
-                    n,
-                    &format!("raw-{round}"),
-                )
-            })
-            .await
-            .unwrap();
-            raw.push(n as f64 / took.as_secs_f64());
-
-            let (mut settings, topics) = topics_with_suffix(&format!(".r{round}"));
-            for t in topics
-                .all()
-                .into_iter()
-                .filter(|t| !inputs.iter().any(|i| i == t))
-            {
-                broker.create_topic(t, 3);
-            }
-            let layered = Settings::from_layers(
-                &[&config_toml(
-                    &broker.bootstrap(),
-                    &registry.url(),
-                    &format!("bench-{round}"),
-                )],
-                false,
-            )
-            .unwrap();
-            settings.kafka = layered.kafka;
-            settings.kafka.extra.remove("batch.num.messages");
-            settings.kafka.fetch_wait_max_ms = FETCH_WAIT_MS;
-            settings.registry = layered.registry;
-            settings.delivery = layered.delivery;
-            settings.telemetry = layered.telemetry;
-            let stats = Arc::new(Stats::default());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let started = Instant::now();
-            let connector = tokio::spawn(partner_sync::runtime::run_with(
-                settings,
-                stats.clone(),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            let cases = topics.cases.clone();
-            while !(stats.value(names::CONSUMED, &[("topic", &cases)]) as usize >= n && stats.in_flight() == 0)
-            {
-                assert!(!connector.is_finished(), "the connector stopped");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let took = started.elapsed();
-            full.push(n as f64 / took.as_secs_f64());
-            stop.send(()).unwrap();
-            connector.await.unwrap().unwrap();
-            eprintln!(
-                "round {round}: the connector decided {} commands and produced {} records (expected {}), {} in flight",
-                stats.value(names::COMMANDS, &[]),
-                stats.value(names::PRODUCED, &[]),
-                expected.len(),
-                stats.in_flight()
+        if round == 0 {
+            let seen = collect_commands_in(
+                &broker.bootstrap(),
+                &topics,
+                &expected,
+                Duration::from_secs(180),
             );
-            if round == 0 {
-                // The benchmark checks its own output once: every expected command is on Kafka.
-                let seen = tokio::task::block_in_place(|| {
-                    collect_commands_in(
-                        &broker.bootstrap(),
-                        &topics,
-                        &expected,
-                        Duration::from_secs(120),
-                    )
-                });
-                assert_same_commands(&expected, &seen);
-            }
+            assert_same_commands(&expected, &seen);
             eprintln!(
-                "round {round}: raw copy {:.0} records/s, partner-sync {:.0} records/s",
-                raw[round], full[round]
+                "round 0: all {} expected commands read back, none different",
+                expected.len()
             );
         }
-        let (r, f) = (median(raw), median(full));
-        println!(
-            "\nend to end, {} change events, {ROUNDS} rounds, medians:",
-            events.len()
+        if round + 1 < rounds {
+            child.stop();
+        } else {
+            last = Some((child, topics));
+        }
+    }
+    let (child, topics) = last.unwrap();
+    let mut latency = Vec::new();
+    let mut steady_rss = 0.0;
+    for (rate, seconds) in RATES {
+        let l = latency_phase(&broker.bootstrap(), &ids, &topics, &contacts, rate, seconds);
+        if rate == 1_000 {
+            steady_rss = memory_mib(&child.pid, "VmRSS:");
+        }
+        eprintln!(
+            "latency at {rate}/s offered ({:.0}/s achieved): p50 {:.1} ms, p99 {:.1} ms",
+            l.achieved, l.p50_ms, l.p99_ms
         );
-        println!("  raw copy (BaseConsumer -> BaseProducer):     {r:>9.0} records/s");
-        println!("  partner-sync (route + engine + state + commits): {f:>6.0} records/s");
-        println!("  ratio: {:.2}x the raw copy", f / r);
-        drop(registry);
-    });
+        latency.push((rate, l));
+    }
+    child.stop();
+
+    let (r, f) = (median(raw), median(full));
+    println!("\npartner-sync end to end on Tansu (loopback, 2 cores), {n} change events, {rounds} rounds, medians:\n");
+    println!("| Measure | raw copy | partner-sync | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| backlog drain, records/s | {r:.0} | {f:.0} ({:.2}x) | ≥ 0.6x |",
+        f / r
+    );
+    println!(
+        "| CPU per record, µs | {:.1} | {:.1} | |",
+        median(raw_cpu) * 1e6,
+        median(full_cpu) * 1e6
+    );
+    println!(
+        "| peak RSS draining the backlog, MiB | | {:.0} | ≤ 128 |",
+        median(rss)
+    );
+    println!("| RSS steady at 1,000 records/s, MiB | | {steady_rss:.0} | ≤ 64 |");
+    for (rate, l) in &latency {
+        let target = if *rate == 20_000 { "p99 ≤ 25 ms" } else { "" };
+        println!(
+            "| latency at {rate} records/s offered ({:.0} achieved), p50 / p99 ms | | {:.1} / {:.1} | {target} |",
+            l.achieved, l.p50_ms, l.p99_ms
+        );
+    }
+    drop(registry);
 }

@@ -50,6 +50,12 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker's process id (benchmarks read its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> Broker {
         let bin = tansu_bin();
         assert!(bin.exists(), "the Tansu broker is not installed at {}; run `bash scripts/broker.sh install` (scripts/test.sh does)", bin.display());
