@@ -63,7 +63,8 @@ pub struct Pipeline {
     tps: Vec<(String, i32)>,
     tp_index: HashMap<(String, i32), u32>,
     trackers: HashMap<u32, PartitionTracker<StateRecord>>,
-    sources: HashMap<(u32, i64), SourceRecord>,
+    /// Input records in flight, per input partition, by offset (for dead letters on failure).
+    sources: HashMap<u32, std::collections::BTreeMap<i64, SourceRecord>>,
     states: HashMap<i32, EngineState>,
     expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
     next_batch: i64,
@@ -437,7 +438,7 @@ impl Pipeline {
                 if let Some(t) = self.trackers.remove(&tp) {
                     self.in_flight -= t.len();
                 }
-                self.sources.retain(|(t, _), _| *t != tp);
+                self.sources.remove(&tp);
             }
             if topic == self.topics.cases {
                 self.drop_states(Some(partition));
@@ -785,7 +786,7 @@ impl Pipeline {
             .entry(tp)
             .or_default()
             .begin(offset, phase1, phase2);
-        self.sources.insert((tp, offset), source);
+        self.sources.entry(tp).or_default().insert(offset, source);
         self.in_flight += 1;
         Ok(())
     }
@@ -879,7 +880,11 @@ impl Pipeline {
                 code,
                 RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
             );
-            match (phase, too_large, self.sources.get(&(tp, offset)).cloned()) {
+            match (
+                phase,
+                too_large,
+                self.sources.get(&tp).and_then(|s| s.get(&offset)).cloned(),
+            ) {
                 (Phase::One, true, Some(source)) => {
                     let dl = DeadLetter::from_produce(source, msg);
                     self.add_dead_letter(tp, offset, dl).await?;
@@ -931,7 +936,9 @@ impl Pipeline {
             }
         }
         if let Some(done) = ready.done_through {
-            self.sources.retain(|(t, o), _| *t != tp || *o > done);
+            if let Some(sources) = self.sources.get_mut(&tp) {
+                *sources = sources.split_off(&(done + 1));
+            }
             let (topic, partition) = self.tps[tp as usize].clone();
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(done + 1))

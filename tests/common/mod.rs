@@ -250,6 +250,9 @@ pub fn read_until(
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}-{}", topic, rand_suffix()))
+        // Whole batches per fetch: Tansu returns nothing for a fetch starting inside a batch.
+        .set("max.partition.fetch.bytes", "67108864")
+        .set("fetch.max.bytes", "67108864")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
