@@ -11,6 +11,7 @@
 //! - partner-sync: the release binary as a child process (`partner-sync run`) with the full pipeline
 //!   (route, engine with state in Kafka, commands, at-least-once commits), until its /metrics say every
 //!   record was applied and acknowledged. Its CPU time and peak RSS come from /proc/<pid>.
+//!
 //! Both use the same client settings (fetch wait, linger, compression, idempotence).
 //!
 //! Then, with the last round's connector still running, a latency phase at fixed offered rates:
@@ -203,7 +204,15 @@ fn raw_copy(
 }
 
 /// The connector's configuration for one round: its own topics, group and metrics port.
-fn connector_toml(bootstrap: &str, registry: &str, suffix: &str, port: u16) -> (String, Topics) {
+/// `group` and `reset` let a second connector join the same topics fresh (see the latency phase).
+fn connector_toml(
+    bootstrap: &str,
+    registry: &str,
+    suffix: &str,
+    port: u16,
+    group: &str,
+    reset: &str,
+) -> (String, Topics) {
     let d = Settings::defaults().topics;
     let mut topics = String::from("[topics]\n");
     for (key, name) in [
@@ -233,7 +242,8 @@ fn connector_toml(bootstrap: &str, registry: &str, suffix: &str, port: u16) -> (
         r#"
 [kafka]
 bootstrap_servers = "{bootstrap}"
-group_id = "bench{suffix}"
+group_id = "{group}"
+auto_offset_reset = "{reset}"
 client_id = "bench{suffix}"
 session_timeout_ms = 6000
 fetch_wait_max_ms = {FETCH_WAIT_MS}
@@ -360,28 +370,89 @@ struct Latencies {
 }
 
 /// Offers contact edits at `rate`/s for `seconds` and measures each edit's command read back.
+/// Where the latency phase reads results: the connector's customer commands, or the raw copy's topic.
+#[derive(Clone, Copy)]
+enum Path {
+    Connector,
+    RawCopy,
+}
+
+/// The change id a result record answers: a command's `caused_by`, or a copied event's own id.
+fn answered(codec: &Codec, path: Path, payload: Option<&[u8]>) -> Option<String> {
+    let (_, body) = wire::split(payload).ok()?;
+    match path {
+        Path::Connector => match codec.decode_command(CommandKind::CustomerUpsert, body) {
+            Ok(Cmd::CustomerUpsert(c)) => Some(c.caused_by),
+            _ => None,
+        },
+        Path::RawCopy => {
+            let schema = codec.event_schema(SourceKind::Contact);
+            let e = codec.decode_event(SourceKind::Contact, schema, body).ok()?;
+            Some(e.header().change_id.clone())
+        }
+    }
+}
+
+/// The raw copy as a running service: forwards new contact changes to `target` until told to stop.
+fn forwarder(
+    bootstrap: &str,
+    input: &str,
+    target: &str,
+    stop: Arc<Mutex<bool>>,
+) -> std::thread::JoinHandle<()> {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", format!("forward-{target}"))
+        .set("auto.offset.reset", "latest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer = fast_producer(bootstrap, 5);
+    let target = target.to_string();
+    std::thread::spawn(move || {
+        while !*stop.lock().unwrap() {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
+                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&target);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(v) = m.payload() {
+                    record = record.payload(v);
+                }
+                while let Err((_, back)) = producer.send(record) {
+                    producer.poll(Duration::from_millis(1));
+                    record = back;
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn latency_phase(
     bootstrap: &str,
     ids: &BTreeMap<SourceKind, u32>,
-    topics: &Topics,
+    in_topic: &str,
+    out_topic: &str,
+    path: Path,
     contacts: &[Change<Contact>],
     rate: u32,
     seconds: u64,
+    version_base: usize,
 ) -> Latencies {
     let codec = Codec::new();
-    let input = Topics::new(&Settings::defaults().topics)
-        .input_topic(SourceKind::Contact)
-        .to_string();
     let total = rate as usize * seconds as usize;
-    let tag = format!("lat{rate}");
+    let tag = format!("lat{version_base}");
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let reader = {
         let (bootstrap, topic, received, tag) = (
             bootstrap.to_string(),
-            topics
-                .command_topic(CommandKind::CustomerUpsert)
-                .to_string(),
+            out_topic.to_string(),
             received.clone(),
             tag.clone(),
         );
@@ -405,12 +476,9 @@ fn latency_phase(
             while received.lock().unwrap().len() < total && Instant::now() < deadline {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
                     let now = Instant::now();
-                    let (_, body) = wire::split(m.payload()).unwrap();
-                    if let Ok(Cmd::CustomerUpsert(c)) =
-                        codec.decode_command(CommandKind::CustomerUpsert, body)
-                    {
-                        if c.caused_by.contains(&tag) {
-                            received.lock().unwrap().insert(c.caused_by, now);
+                    if let Some(id) = answered(&codec, path, m.payload()) {
+                        if id.contains(&tag) {
+                            received.lock().unwrap().insert(id, now);
                         }
                     }
                 }
@@ -428,7 +496,7 @@ fn latency_phase(
         }
         let c = &contacts[i % contacts.len()];
         // Versions keep rising across phases (a lower one would be skipped as stale).
-        let e = edit(c, 1_000 + rate as usize * 100 + i, &tag);
+        let e = edit(c, version_base + i, &tag);
         let value = wire::frame(
             ids[&SourceKind::Contact],
             &codec
@@ -438,7 +506,7 @@ fn latency_phase(
         sent.lock()
             .unwrap()
             .insert(e.header.change_id.clone(), Instant::now());
-        let mut record = BaseRecord::to(&input)
+        let mut record = BaseRecord::to(in_topic)
             .key(&e.record.contactid)
             .payload(&value);
         while let Err((_, back)) = producer.send(record) {
@@ -524,8 +592,14 @@ fn main() {
         raw.push(n as f64 / took.as_secs_f64());
 
         let suffix = format!(".r{round}");
-        let (config, topics) =
-            connector_toml(&broker.bootstrap(), &registry.url(), &suffix, free_port());
+        let (config, topics) = connector_toml(
+            &broker.bootstrap(),
+            &registry.url(),
+            &suffix,
+            free_port(),
+            &format!("bench{suffix}"),
+            "earliest",
+        );
         for t in topics
             .all()
             .into_iter()
@@ -568,20 +642,107 @@ fn main() {
             last = Some((child, topics));
         }
     }
-    let (child, topics) = last.unwrap();
-    let mut latency = Vec::new();
-    let mut steady_rss = 0.0;
+    // Latency, side by side: first the raw copy as a forwarding service (nothing else running), then
+    // a fresh connector in a new group that starts at the end of the inputs (its state restored from
+    // the last round's state topic), so its memory is what steady traffic needs, not what a backlog
+    // drain left behind.
+    let (last_child, topics) = last.unwrap();
+    let input = defaults.input_topic(SourceKind::Contact).to_string();
+    let mut version_base = 1_000_000;
+    let mut raw_latency = Vec::new();
     for (rate, seconds) in RATES {
-        let l = latency_phase(&broker.bootstrap(), &ids, &topics, &contacts, rate, seconds);
-        if rate == 1_000 {
-            steady_rss = memory_mib(&child.pid, "VmRSS:");
-        }
+        // The raw copy forwards its own topic, so the idle connector sees none of this traffic.
+        let (raw_in, copy_topic) = (
+            format!("bench.latency-in.{rate}"),
+            format!("bench.latency-copy.{rate}"),
+        );
+        broker.create_topic(&raw_in, 3);
+        broker.create_topic(&copy_topic, 3);
+        let stop = Arc::new(Mutex::new(false));
+        let copying = forwarder(&broker.bootstrap(), &raw_in, &copy_topic, stop.clone());
+        std::thread::sleep(Duration::from_secs(3)); // the forwarder joins its group
+        let l = latency_phase(
+            &broker.bootstrap(),
+            &ids,
+            &raw_in,
+            &copy_topic,
+            Path::RawCopy,
+            &contacts,
+            rate,
+            seconds,
+            version_base,
+        );
+        *stop.lock().unwrap() = true;
+        copying.join().unwrap();
+        version_base += 1_000_000;
         eprintln!(
-            "latency at {rate}/s offered ({:.0}/s achieved): p50 {:.1} ms, p99 {:.1} ms",
+            "raw copy latency at {rate}/s: p50 {:.1} ms, p99 {:.1} ms",
+            l.p50_ms, l.p99_ms
+        );
+        raw_latency.push(l);
+    }
+    // The connector's latency: the last round's connector, caught up, offered the same streams.
+    let customers = topics
+        .command_topic(CommandKind::CustomerUpsert)
+        .to_string();
+    let mut latency = Vec::new();
+    for ((rate, seconds), raw_l) in RATES.into_iter().zip(raw_latency) {
+        let l = latency_phase(
+            &broker.bootstrap(),
+            &ids,
+            &input,
+            &customers,
+            Path::Connector,
+            &contacts,
+            rate,
+            seconds,
+            version_base,
+        );
+        version_base += 1_000_000;
+        eprintln!(
+            "partner-sync latency at {rate}/s ({:.0}/s achieved): p50 {:.1} ms, p99 {:.1} ms",
             l.achieved, l.p50_ms, l.p99_ms
         );
-        latency.push((rate, l));
+        latency.push((rate, raw_l, l));
     }
+    drop(last_child);
+
+    // Steady memory: a fresh connector in a new group that starts at the end of the inputs (its state
+    // restored from the last round's state topic), fed 1,000 records/s, so its memory is what steady
+    // traffic needs, not what a backlog drain left behind.
+    let suffix = format!(".r{}", rounds - 1);
+    let (config, _) = connector_toml(
+        &broker.bootstrap(),
+        &registry.url(),
+        &suffix,
+        free_port(),
+        &format!("bench{suffix}-steady"),
+        "latest",
+    );
+    let mut child = Child::spawn(&config, &format!("{suffix}-steady"));
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while scrape(child.port, "partnersync_ready", "") != Some(1.0) {
+        child.assert_alive();
+        assert!(
+            Instant::now() < ready_by,
+            "the steady connector became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rate, seconds) = RATES[0];
+    latency_phase(
+        &broker.bootstrap(),
+        &ids,
+        &input,
+        &customers,
+        Path::Connector,
+        &contacts,
+        rate,
+        seconds,
+        version_base,
+    );
+    let steady_rss = memory_mib(&child.pid, "VmRSS:");
+    eprintln!("fresh connector at {rate}/s for {seconds} s: RSS {steady_rss:.0} MiB");
     drop(child);
 
     let (r, f) = (median(raw), median(full));
@@ -607,11 +768,11 @@ fn main() {
         median(rss)
     );
     println!("| RSS steady at 1,000 records/s, MiB | | {steady_rss:.0} | ≤ 64 |");
-    for (rate, l) in &latency {
+    for (rate, raw_l, l) in &latency {
         let target = if *rate == 20_000 { "p99 ≤ 25 ms" } else { "" };
         println!(
-            "| latency at {rate} records/s offered ({:.0} achieved), p50 / p99 ms | | {:.1} / {:.1} | {target} |",
-            l.achieved, l.p50_ms, l.p99_ms
+            "| latency at {rate} records/s offered, p50 / p99 ms | {:.1} / {:.1} | {:.1} / {:.1} | {target} |",
+            raw_l.p50_ms, raw_l.p99_ms, l.p50_ms, l.p99_ms
         );
     }
     drop(registry);
