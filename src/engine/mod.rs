@@ -16,6 +16,7 @@
 //! Commerce) and [`customers`] (contacts and accounts → Commerce customers).
 
 mod customers;
+mod hex_bytes;
 pub mod ids;
 mod outcome;
 mod prospect;

@@ -149,8 +149,11 @@ pub struct SourceRecord {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    #[serde(with = "super::hex_bytes::option")]
     pub key: Option<Vec<u8>>,
+    #[serde(with = "super::hex_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "super::hex_bytes::headers")]
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
