@@ -166,6 +166,7 @@ impl Engine {
             source,
             since_ms: now_ms,
             reason,
+            json: Default::default(),
         });
         Disposition::Parked(reason)
     }
@@ -190,7 +191,11 @@ impl Engine {
             let mut still = Vec::new();
             for parked in waiting {
                 match self.apply_one(state, &parked.event, out) {
-                    Disposition::Parked(reason) => still.push(state::Parked { reason, ..parked }),
+                    Disposition::Parked(reason) => still.push(state::Parked {
+                        reason,
+                        json: Default::default(),
+                        ..parked
+                    }),
                     disposition => {
                         progressed = true;
                         released.push(Released {

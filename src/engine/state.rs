@@ -85,7 +85,7 @@ pub struct ProspectSeen {
     pub record: Prospect,
 }
 
-/// An event waiting for something it refers to.
+/// An event waiting for something it refers to. Immutable once parked (a re-park builds a new one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Parked {
     pub event: ChangeEvent,
@@ -93,6 +93,44 @@ pub struct Parked {
     pub source: Option<SourceRecord>,
     pub since_ms: i64,
     pub reason: super::ParkReason,
+    /// Its JSON, made on the first state write and reused by every later write of its case.
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+/// A parked event's serialized form, computed once. Not part of the value: two `Parked` with the same
+/// fields are equal whether or not either was written yet.
+#[derive(Default, Clone)]
+pub struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
+}
+
+/// Writes each parked event from its cached JSON (a case with many parked events was re-serialized
+/// in full on each of its state writes: the largest item in the connector's profile).
+fn serialize_parked<S: serde::Serializer>(parked: &[Parked], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeSeq};
+    let mut seq = s.serialize_seq(Some(parked.len()))?;
+    for p in parked {
+        let raw = match p.json.0.get() {
+            Some(raw) => raw,
+            None => {
+                let raw = serde_json::value::to_raw_value(p).map_err(S::Error::custom)?;
+                p.json.0.get_or_init(|| raw)
+            }
+        };
+        seq.serialize_element(raw)?;
+    }
+    seq.end()
 }
 
 /// One B2B prospect and everything linked to it.
@@ -111,6 +149,7 @@ pub struct CaseState {
     pub duplicates: BTreeSet<String>,
     pub outcome: Outcome,
     pub rejection_email_sent: bool,
+    #[serde(serialize_with = "serialize_parked")]
     pub parked: Vec<Parked>,
 }
 

@@ -431,3 +431,24 @@ fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record(
     assert_eq!(released.source.as_ref(), Some(&source));
     assert!(s.parked_count() == 0, "it no longer waits");
 }
+
+#[test]
+fn a_parked_events_json_is_made_once_and_restores_to_the_same_state() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let event = contact("P6", "c6");
+    let key = StateKey::Case(e.case_key(&event));
+    e.apply(&mut s, event, 1_000);
+    e.apply(&mut s, contact("P6", "c6b"), 1_001);
+    let first = s.entry_json(&key).expect("the case exists");
+    assert_eq!(
+        s.entry_json(&key).as_ref(),
+        Some(&first),
+        "cached, same bytes"
+    );
+    let mut restored = EngineState::default();
+    restored.restore_entry(&key, Some(&first)).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(restored.entry_json(&key), Some(first));
+    assert_eq!(restored.parked_count(), 2);
+}
