@@ -157,6 +157,21 @@ fn memory_mib(pid: &str, field: &str) -> f64 {
         / 1024.0
 }
 
+/// Produces `m`'s key and value, unchanged, to `target`.
+fn copy_to(producer: &BaseProducer, target: &str, m: &rdkafka::message::BorrowedMessage<'_>) {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(target);
+    if let Some(k) = m.key() {
+        record = record.key(k);
+    }
+    if let Some(v) = m.payload() {
+        record = record.payload(v);
+    }
+    while let Err((_, back)) = producer.send(record) {
+        producer.poll(Duration::from_millis(1));
+        record = back;
+    }
+}
+
 fn raw_copy(
     bootstrap: &str,
     inputs: &[String],
@@ -184,17 +199,7 @@ fn raw_copy(
     let mut copied = 0;
     while copied < records {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(target);
-            if let Some(k) = m.key() {
-                record = record.key(k);
-            }
-            if let Some(v) = m.payload() {
-                record = record.payload(v);
-            }
-            while let Err((_, back)) = producer.send(record) {
-                producer.poll(Duration::from_millis(1));
-                record = back;
-            }
+            copy_to(&producer, target, &m);
             copied += 1;
         }
         producer.poll(Duration::ZERO);
@@ -264,14 +269,6 @@ log_format = "text"
     let settings =
         Settings::from_layers(&[&text], false).expect("the bench configuration is valid");
     (text, Topics::new(&settings.topics))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One metric's value from the connector's /metrics (summed over the series matching `filter`).
@@ -414,17 +411,7 @@ fn forwarder(
     std::thread::spawn(move || {
         while !*stop.lock().unwrap() {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
-                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&target);
-                if let Some(k) = m.key() {
-                    record = record.key(k);
-                }
-                if let Some(v) = m.payload() {
-                    record = record.payload(v);
-                }
-                while let Err((_, back)) = producer.send(record) {
-                    producer.poll(Duration::from_millis(1));
-                    record = back;
-                }
+                copy_to(&producer, &target, &m);
             }
             producer.poll(Duration::ZERO);
         }

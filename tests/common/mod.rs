@@ -35,7 +35,7 @@ fn tansu_bin() -> PathBuf {
     PathBuf::from(home).join(".cache/partner-sync/tansu-0.6.0/bin/tansu")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
