@@ -260,7 +260,7 @@ auto_register = true
 commit_interval_ms = 200
 [telemetry]
 listen = "127.0.0.1:{port}"
-log_format = "text"
+log_format = "json"
 [kafka.extra]
 "max.partition.fetch.bytes" = "{PARTITION_FETCH_BYTES}"
 "fetch.max.bytes" = "{PARTITION_FETCH_BYTES}"
@@ -271,7 +271,8 @@ log_format = "text"
     (text, Topics::new(&settings.topics))
 }
 
-/// One metric's value from the connector's /metrics (summed over the series matching `filter`).
+/// One metric's value from the connector's /metrics (summed over the series matching `filter`);
+/// `None` when the endpoint does not answer or no series matches.
 fn scrape(port: u16, metric: &str, filter: &str) -> Option<f64> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -283,12 +284,12 @@ fn scrape(port: u16, metric: &str, filter: &str) -> Option<f64> {
     .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(metric) && l.contains(filter))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum(),
-    )
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(metric) && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 struct Child {
@@ -313,7 +314,8 @@ impl Child {
             .unwrap();
         let process = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
             .args(["run", "--config", path.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
+            // As in a cluster: JSON logs at info, so the per-record span is part of the cost.
+            .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -361,6 +363,8 @@ impl Drop for Child {
 }
 
 struct Latencies {
+    /// Edits whose result was read back.
+    received: usize,
     p50_ms: f64,
     p99_ms: f64,
     achieved: f64,
@@ -430,6 +434,7 @@ fn latency_phase(
     rate: u32,
     seconds: u64,
     version_base: usize,
+    check_all: bool,
 ) -> Latencies {
     let codec = Codec::new();
     let total = rate as usize * seconds as usize;
@@ -506,11 +511,13 @@ fn latency_phase(
     reader.join().unwrap();
     let sent = sent.lock().unwrap();
     let received = received.lock().unwrap();
-    assert_eq!(
-        received.len(),
-        total,
-        "every edit at {rate}/s produced its command"
-    );
+    if check_all {
+        assert_eq!(
+            received.len(),
+            total,
+            "every edit at {rate}/s produced its command"
+        );
+    }
     let mut ms: Vec<f64> = received
         .iter()
         .map(|(id, at)| at.duration_since(sent[id]).as_secs_f64() * 1000.0)
@@ -518,6 +525,7 @@ fn latency_phase(
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let q = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
     Latencies {
+        received: received.len(),
         p50_ms: q(0.50),
         p99_ms: q(0.99),
         achieved,
@@ -658,6 +666,7 @@ fn main() {
             rate,
             seconds,
             version_base,
+            true,
         );
         *stop.lock().unwrap() = true;
         copying.join().unwrap();
@@ -684,6 +693,7 @@ fn main() {
             rate,
             seconds,
             version_base,
+            true,
         );
         version_base += 1_000_000;
         eprintln!(
@@ -717,7 +727,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (rate, seconds) = RATES[0];
-    latency_phase(
+    // Only its memory is reported, so a start-up race that loses the first edits (it begins at the end
+    // of the inputs) is shown, not asserted.
+    let steady = latency_phase(
         &broker.bootstrap(),
         &ids,
         &input,
@@ -727,9 +739,14 @@ fn main() {
         rate,
         seconds,
         version_base,
+        false,
     );
     let steady_rss = memory_mib(&child.pid, "VmRSS:");
-    eprintln!("fresh connector at {rate}/s for {seconds} s: RSS {steady_rss:.0} MiB");
+    eprintln!(
+        "fresh connector at {rate}/s for {seconds} s: RSS {steady_rss:.0} MiB ({} of {} edits' commands read back)",
+        steady.received,
+        rate as u64 * seconds
+    );
     drop(child);
 
     let (r, f) = (median(raw), median(full));
