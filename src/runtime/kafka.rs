@@ -63,18 +63,17 @@ impl ClientContext for ProducerCtx {
         self.stats.set_producer_up(up);
     }
 
+    /// "All brokers down" makes the connector not ready until a broker answers again.
     fn error(&self, error: KafkaError, reason: &str) {
-        log_client_error("producer", &self.stats, error, reason);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.stats.set_producer_up(false);
+        }
+        log_client_error("producer", error, reason);
     }
 }
 
-/// librdkafka reports most errors as transient and recovers by itself; they are logged as warnings,
-/// and "all brokers down" makes the connector not ready until a broker answers again.
-fn log_client_error(client: &str, stats: &Stats, error: KafkaError, reason: &str) {
-    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) && client == "producer"
-    {
-        stats.set_producer_up(false);
-    }
+/// librdkafka reports most errors as transient and recovers by itself; they are logged as warnings.
+fn log_client_error(client: &str, error: KafkaError, reason: &str) {
     tracing::warn!(client, error = %error, reason, "librdkafka reported an error; it keeps retrying.");
 }
 
@@ -188,7 +187,7 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log_client_error("consumer", &self.stats, error, reason);
+        log_client_error("consumer", error, reason);
     }
 }
 

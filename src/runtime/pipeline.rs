@@ -670,10 +670,10 @@ impl Pipeline {
             Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
         };
         let modified_on = event.header().modified_on;
-        let (out_headers, span) = trace::output_headers(&source.headers, &event.header().change_id);
-        if let Some(span) = &span {
-            tracing::Span::current().record("trace_id", span.trace_id.as_str());
+        if let Some(caller) = trace::incoming(&source.headers) {
+            tracing::Span::current().record("trace_id", caller.trace_id.as_str());
         }
+        let change_id = event.header().change_id.clone();
         let now = now_ms();
         let state = self.states.get_mut(&partition).expect("restored above");
         let decision = self
@@ -705,6 +705,12 @@ impl Pipeline {
                 _ => None,
             })
             .collect();
+        // Built only when there is something to write (most skips write nothing).
+        let out_headers = if decision.commands.is_empty() {
+            Vec::new()
+        } else {
+            trace::output_headers(&source.headers, &change_id).0
+        };
         let mut sent = 0;
         for command in &decision.commands {
             let kind = command.kind();
@@ -741,11 +747,11 @@ impl Pipeline {
         }
         for (change_id, dl) in released_rejections {
             // Logged in a span of the released event, so its warning names its own change and trace.
-            let (_, trace) = trace::output_headers(&dl.source.headers, &change_id);
+            let caller = trace::incoming(&dl.source.headers);
             let span = tracing::info_span!(
                 "released",
                 change_id = %change_id,
-                trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
+                trace_id = caller.as_ref().map(|t| t.trace_id.as_str()),
             );
             self.add_dead_letter(tp, offset, dl)
                 .instrument(span)

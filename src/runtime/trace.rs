@@ -71,17 +71,21 @@ impl TraceParent {
     }
 }
 
+/// The caller's trace context of an input with `input` headers, if it carries a valid one.
+pub fn incoming(input: &[(String, Vec<u8>)]) -> Option<TraceParent> {
+    input
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+        .and_then(|(_, v)| TraceParent::parse(v))
+}
+
 /// The headers for records written because of an input with `input` headers: every header copied,
 /// `traceparent` replaced by our span's (or dropped when malformed). Returns our span, if any.
 pub fn output_headers(
     input: &[(String, Vec<u8>)],
     change_id: &str,
 ) -> (Vec<(String, Vec<u8>)>, Option<TraceParent>) {
-    let ours = input
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
-        .and_then(|(_, v)| TraceParent::parse(v))
-        .map(|p| p.child(change_id));
+    let ours = incoming(input).map(|p| p.child(change_id));
     let mut out = Vec::with_capacity(input.len());
     for (k, v) in input {
         if k.eq_ignore_ascii_case(TRACEPARENT) {
