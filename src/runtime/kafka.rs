@@ -24,7 +24,9 @@ pub struct Token {
     /// Index of the input topic-partition in the pipeline's table; `u32::MAX` for records not tied to
     /// an input (expiry, fences).
     pub tp: u32,
-    pub offset: i64,
+    /// The input record's intake sequence number in its partition (see [`super::tracker`]); the
+    /// batch id for expiry records.
+    pub seq: i64,
     pub phase: Phase,
 }
 

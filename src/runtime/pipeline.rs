@@ -63,7 +63,8 @@ pub struct Pipeline {
     tps: Vec<(String, i32)>,
     tp_index: HashMap<(String, i32), u32>,
     trackers: HashMap<u32, PartitionTracker<StateRecord>>,
-    /// Input records in flight, per input partition, by offset (for dead letters on failure).
+    /// Input records in flight, per input partition, by intake sequence number (for dead letters on
+    /// failure).
     sources: HashMap<u32, std::collections::BTreeMap<i64, SourceRecord>>,
     states: HashMap<i32, EngineState>,
     expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
@@ -379,6 +380,12 @@ impl Pipeline {
         }
         self.commit(CommitMode::Sync);
         if self.in_flight > 0 {
+            for (tp, tracker) in &self.trackers {
+                if let Some(head) = tracker.head() {
+                    let (topic, partition) = &self.tps[*tp as usize];
+                    tracing::warn!(topic = %topic, partition, unfinished = tracker.len(), "Unfinished at shutdown: {head}.");
+                }
+            }
             tracing::warn!(
                 in_flight = self.in_flight,
                 "Shutdown budget spent with records unfinished; they were not committed and will be processed again after restart."
@@ -532,14 +539,15 @@ impl Pipeline {
 
     async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
         let offset = source.offset;
+        let seq = self.next_seq(tp);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
-                .dead_letter_input(tp, offset, DeadLetter::from_unknown_topic(source))
+                .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
                 .await;
         };
         let event = match self.decode(kind, &source).await {
             Ok(e) => e,
-            Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
+            Err(dl) => return self.dead_letter_input(tp, seq, offset, dl).await,
         };
         let case = self.engine.case_key(&event);
         let mut headers = source.headers.clone();
@@ -563,12 +571,12 @@ impl Pipeline {
             out,
             Token {
                 tp,
-                offset,
+                seq,
                 phase: Phase::One,
             },
         )
         .await?;
-        self.begin(tp, offset, 1, Vec::new(), source).await?;
+        self.begin(tp, seq, offset, 1, Vec::new(), source).await?;
         Ok(())
     }
 
@@ -659,15 +667,16 @@ impl Pipeline {
         let partition = record.partition;
         let offset = record.offset;
         self.ensure_state(partition).await?;
+        let seq = self.next_seq(tp);
         let source = self.original(&record);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
-                .dead_letter_input(tp, offset, DeadLetter::from_unknown_topic(source))
+                .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
                 .await;
         };
         let event = match self.decode(kind, &source).await {
             Ok(e) => e,
-            Err(dl) => return self.dead_letter_input(tp, offset, dl).await,
+            Err(dl) => return self.dead_letter_input(tp, seq, offset, dl).await,
         };
         let modified_on = event.header().modified_on;
         if let Some(caller) = trace::incoming(&source.headers) {
@@ -731,7 +740,7 @@ impl Pipeline {
                 out,
                 Token {
                     tp,
-                    offset,
+                    seq,
                     phase: Phase::One,
                 },
             )
@@ -739,11 +748,11 @@ impl Pipeline {
             self.stats.produced(self.topics.command_topic(kind));
             sent += 1;
         }
-        self.begin(tp, offset, sent, state_records, source.clone())
+        self.begin(tp, seq, offset, sent, state_records, source.clone())
             .await?;
         if let Disposition::Rejected(rejection) = &decision.disposition {
             let dl = DeadLetter::from_rejection(source, kind.as_str(), rejection);
-            self.add_dead_letter(tp, offset, dl).await?;
+            self.add_dead_letter(tp, seq, dl).await?;
         }
         for (change_id, dl) in released_rejections {
             // Logged in a span of the released event, so its warning names its own change and trace.
@@ -753,18 +762,23 @@ impl Pipeline {
                 change_id = %change_id,
                 trace_id = caller.as_ref().map(|t| t.trace_id.as_str()),
             );
-            self.add_dead_letter(tp, offset, dl)
-                .instrument(span)
-                .await?;
+            self.add_dead_letter(tp, seq, dl).instrument(span).await?;
         }
         self.advance(tp).await
     }
 
-    /// Registers a record whose phase-1 outputs were sent. At-least-once: tracked until acknowledged.
-    /// Exactly-once: its state is sent at once into the same transaction, and its offset committed with it.
+    /// The intake sequence number of the next record of `tp`: its outputs' tokens carry it.
+    fn next_seq(&self, tp: u32) -> i64 {
+        self.trackers.get(&tp).map_or(0, |t| t.next_seq())
+    }
+
+    /// Registers record `seq` (at `offset`) whose phase-1 outputs were sent. At-least-once: tracked
+    /// until acknowledged. Exactly-once: its state is sent at once into the same transaction, and its
+    /// offset committed with it.
     async fn begin(
         &mut self,
         tp: u32,
+        seq: i64,
         offset: i64,
         phase1: usize,
         phase2: Vec<StateRecord>,
@@ -776,7 +790,7 @@ impl Pipeline {
                     &r,
                     Token {
                         tp,
-                        offset,
+                        seq,
                         phase: Phase::Two,
                     },
                 )
@@ -791,8 +805,8 @@ impl Pipeline {
         self.trackers
             .entry(tp)
             .or_default()
-            .begin(offset, phase1, phase2);
-        self.sources.entry(tp).or_default().insert(offset, source);
+            .begin(seq, offset, phase1, phase2);
+        self.sources.entry(tp).or_default().insert(seq, source);
         self.in_flight += 1;
         Ok(())
     }
@@ -801,19 +815,20 @@ impl Pipeline {
     async fn dead_letter_input(
         &mut self,
         tp: u32,
+        seq: i64,
         offset: i64,
         dl: DeadLetter,
     ) -> Result<(), RuntimeError> {
-        self.begin(tp, offset, 0, Vec::new(), dl.source.clone())
+        self.begin(tp, seq, offset, 0, Vec::new(), dl.source.clone())
             .await?;
-        self.add_dead_letter(tp, offset, dl).await?;
+        self.add_dead_letter(tp, seq, dl).await?;
         self.advance(tp).await
     }
 
     async fn add_dead_letter(
         &mut self,
         tp: u32,
-        offset: i64,
+        seq: i64,
         dl: DeadLetter,
     ) -> Result<(), RuntimeError> {
         if self.settings.delivery.errors_tolerance == ErrorsTolerance::None {
@@ -834,11 +849,11 @@ impl Pipeline {
         };
         let token = Token {
             tp,
-            offset,
+            seq,
             phase: Phase::One,
         };
         if let Some(t) = self.trackers.get_mut(&tp) {
-            t.add_phase1(offset, 1);
+            t.add_phase1(seq, 1);
         }
         self.send_out(out, token).await
     }
@@ -851,7 +866,7 @@ impl Pipeline {
     }
 
     async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
-        let Token { tp, offset, phase } = d.token;
+        let Token { tp, seq, phase } = d.token;
         match phase {
             Phase::ExpiryDeadLetter | Phase::ExpiryState => {
                 if let Some((_, msg)) = d.error {
@@ -860,7 +875,7 @@ impl Pipeline {
                     )));
                 }
                 if phase == Phase::ExpiryDeadLetter {
-                    self.expiry_acked(offset).await?;
+                    self.expiry_acked(seq).await?;
                 }
                 return Ok(());
             }
@@ -889,11 +904,11 @@ impl Pipeline {
             match (
                 phase,
                 too_large,
-                self.sources.get(&tp).and_then(|s| s.get(&offset)).cloned(),
+                self.sources.get(&tp).and_then(|s| s.get(&seq)).cloned(),
             ) {
                 (Phase::One, true, Some(source)) => {
                     let dl = DeadLetter::from_produce(source, msg);
-                    self.add_dead_letter(tp, offset, dl).await?;
+                    self.add_dead_letter(tp, seq, dl).await?;
                 }
                 _ => {
                     return Err(RuntimeError::Produce(format!(
@@ -903,7 +918,7 @@ impl Pipeline {
             }
         }
         if let Some(t) = self.trackers.get_mut(&tp) {
-            t.ack(offset, if phase == Phase::One { 1 } else { 2 });
+            t.ack(seq, if phase == Phase::One { 1 } else { 2 });
         }
         self.advance(tp).await
     }
@@ -928,13 +943,13 @@ impl Pipeline {
         let ready = tracker.advance();
         let after = tracker.len();
         self.in_flight -= before - after;
-        for (offset, records) in ready.send {
+        for (seq, records) in ready.send {
             for r in records {
                 self.send_state(
                     &r,
                     Token {
                         tp,
-                        offset,
+                        seq,
                         phase: Phase::Two,
                     },
                 )
@@ -943,7 +958,9 @@ impl Pipeline {
         }
         if let Some(done) = ready.done_through {
             if let Some(sources) = self.sources.get_mut(&tp) {
-                *sources = sources.split_off(&(done + 1));
+                // Records finished leave in intake order: keep those from the oldest unfinished on.
+                let next = self.trackers.get(&tp).map_or(0, |t| t.oldest_seq());
+                *sources = sources.split_off(&next);
             }
             let (topic, partition) = self.tps[tp as usize].clone();
             let mut tpl = TopicPartitionList::new();
@@ -1027,7 +1044,7 @@ impl Pipeline {
                     out,
                     Token {
                         tp: u32::MAX,
-                        offset: batch,
+                        seq: batch,
                         phase: Phase::ExpiryDeadLetter,
                     },
                 )
@@ -1051,7 +1068,7 @@ impl Pipeline {
                 &r,
                 Token {
                     tp: u32::MAX,
-                    offset: batch,
+                    seq: batch,
                     phase: Phase::ExpiryState,
                 },
             )

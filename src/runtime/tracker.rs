@@ -12,10 +12,17 @@
 //! The committable offset of a partition is the contiguous watermark: one past the last record such
 //! that it and every record before it are fully acknowledged. Never a later offset past an unfinished
 //! earlier one. This module is pure; the pipeline feeds it acknowledgements.
+//!
+//! Why records are keyed by an intake sequence number, not by offset: a consumer can go back (an
+//! offset reset to an end the broker reports late, a log truncated by an unclean leader election),
+//! and the same offset then arrives twice. Keyed by offset, acknowledgements found the wrong entry and
+//! the partition never completed again: commits stopped and intake paused for good (seen on Tansu
+//! with `auto.offset.reset = latest`). "Before" means "taken in earlier", whatever the offsets say.
 
 use std::collections::VecDeque;
 
 struct Entry<T> {
+    seq: i64,
     offset: i64,
     phase1_left: usize,
     phase2: Option<Vec<T>>,
@@ -26,13 +33,15 @@ struct Entry<T> {
 /// One input partition's records between intake and full acknowledgement.
 ///
 /// Every operation is O(log n) or amortised O(1) in the records in flight: acknowledgements find
-/// their entry by binary search (offsets are increasing), and `advance` resumes where its last pass
+/// their entry by binary search (sequence numbers are increasing), and `advance` resumes where its last pass
 /// stopped instead of walking entries that already sent their state (a linear walk made a backlog of
 /// 20,000 in-flight records quadratic).
 pub struct PartitionTracker<T> {
     entries: VecDeque<Entry<T>>,
     /// How many leading entries have sent their phase 2 (the next pass starts there).
     sent: usize,
+    /// The sequence number of the next record taken in.
+    next_seq: i64,
 }
 
 impl<T> Default for PartitionTracker<T> {
@@ -40,26 +49,33 @@ impl<T> Default for PartitionTracker<T> {
         PartitionTracker {
             entries: VecDeque::new(),
             sent: 0,
+            next_seq: 0,
         }
     }
 }
 
 /// What the pipeline must do next for a partition.
 pub struct Ready<T> {
-    /// Phase-2 records to send now, with the offset they belong to, in input order.
+    /// Phase-2 records to send now, with the sequence number of the record they belong to, in
+    /// intake order.
     pub send: Vec<(i64, Vec<T>)>,
     /// The offset of the last record now fully acknowledged (store it; the commit is offset + 1).
     pub done_through: Option<i64>,
 }
 
 impl<T> PartitionTracker<T> {
-    /// A record entered the pipeline with `phase1` outputs already sent and `phase2` waiting.
-    pub fn begin(&mut self, offset: i64, phase1: usize, phase2: Vec<T>) {
-        debug_assert!(
-            self.entries.back().is_none_or(|e| e.offset < offset),
-            "offsets arrive in order"
-        );
+    /// The sequence number the next record taken in gets: its outputs' acknowledgements name it.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// The record at `offset` entered the pipeline as number `seq` (from [`Self::next_seq`]), with
+    /// `phase1` outputs already sent and `phase2` waiting.
+    pub fn begin(&mut self, seq: i64, offset: i64, phase1: usize, phase2: Vec<T>) {
+        assert_eq!(seq, self.next_seq, "records are taken in one at a time");
+        self.next_seq += 1;
         self.entries.push_back(Entry {
+            seq,
             offset,
             phase1_left: phase1,
             phase2: Some(phase2),
@@ -68,9 +84,9 @@ impl<T> PartitionTracker<T> {
         });
     }
 
-    /// One output of the record at `offset` was acknowledged.
-    pub fn ack(&mut self, offset: i64, phase: u8) {
-        if let Some(e) = self.entry(offset) {
+    /// One output of record `seq` was acknowledged.
+    pub fn ack(&mut self, seq: i64, phase: u8) {
+        if let Some(e) = self.entry(seq) {
             if phase == 1 {
                 e.phase1_left = e.phase1_left.saturating_sub(1);
             } else {
@@ -79,18 +95,15 @@ impl<T> PartitionTracker<T> {
         }
     }
 
-    /// Adds outputs to phase 1 of the record at `offset` (e.g. a dead letter after a failed command).
-    pub fn add_phase1(&mut self, offset: i64, n: usize) {
-        if let Some(e) = self.entry(offset) {
+    /// Adds outputs to phase 1 of record `seq` (e.g. a dead letter after a failed command).
+    pub fn add_phase1(&mut self, seq: i64, n: usize) {
+        if let Some(e) = self.entry(seq) {
             e.phase1_left += n;
         }
     }
 
-    fn entry(&mut self, offset: i64) -> Option<&mut Entry<T>> {
-        let i = self
-            .entries
-            .binary_search_by_key(&offset, |e| e.offset)
-            .ok()?;
+    fn entry(&mut self, seq: i64) -> Option<&mut Entry<T>> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
         self.entries.get_mut(i)
     }
 
@@ -106,7 +119,7 @@ impl<T> PartitionTracker<T> {
             e.phase2_sent = true;
             self.sent += 1;
             if !records.is_empty() {
-                send.push((e.offset, records));
+                send.push((e.seq, records));
             }
         }
         let mut done_through = None;
@@ -120,6 +133,24 @@ impl<T> PartitionTracker<T> {
             }
         }
         Ready { send, done_through }
+    }
+
+    /// The oldest unfinished record, as a sentence: what a stuck partition waits for.
+    pub fn head(&self) -> Option<String> {
+        self.entries.front().map(|e| {
+            format!(
+                "offset {} waits for {} command acknowledgement(s) and {} state acknowledgement(s){}",
+                e.offset,
+                e.phase1_left,
+                e.phase2_left,
+                if e.phase2_sent { "" } else { "; its state is not sent yet" }
+            )
+        })
+    }
+
+    /// The sequence number of the oldest unfinished record (the next one's when none is).
+    pub fn oldest_seq(&self) -> i64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
     }
 
     /// Records not yet fully acknowledged.
@@ -136,30 +167,37 @@ impl<T> PartitionTracker<T> {
 mod tests {
     use super::*;
 
+    /// Takes in the record at `offset`; returns its sequence number.
+    fn take<T>(t: &mut PartitionTracker<T>, offset: i64, phase1: usize, phase2: Vec<T>) -> i64 {
+        let seq = t.next_seq();
+        t.begin(seq, offset, phase1, phase2);
+        seq
+    }
+
     #[test]
     fn state_waits_for_the_records_commands_and_commits_follow_the_contiguous_watermark() {
         let mut t = PartitionTracker::default();
-        t.begin(10, 2, vec!["state-10"]);
-        t.begin(11, 1, vec!["state-11"]);
-        t.ack(11, 1); // record 11's command first: its state must still wait for record 10
+        let ten = take(&mut t, 10, 2, vec!["state-10"]);
+        let eleven = take(&mut t, 11, 1, vec!["state-11"]);
+        t.ack(eleven, 1); // record 11's command first: its state must still wait for record 10
         let r = t.advance();
         assert!(r.send.is_empty() && r.done_through.is_none());
-        t.ack(10, 1);
-        t.ack(10, 1);
+        t.ack(ten, 1);
+        t.ack(ten, 1);
         let r = t.advance();
         assert_eq!(
             r.send,
-            vec![(10, vec!["state-10"]), (11, vec!["state-11"])],
+            vec![(ten, vec!["state-10"]), (eleven, vec!["state-11"])],
             "state in input order"
         );
         assert_eq!(r.done_through, None, "state not yet acknowledged");
-        t.ack(11, 2);
+        t.ack(eleven, 2);
         assert_eq!(
             t.advance().done_through,
             None,
             "11 is done but 10 is not: never commit past it"
         );
-        t.ack(10, 2);
+        t.ack(ten, 2);
         assert_eq!(t.advance().done_through, Some(11));
         assert!(t.is_empty());
     }
@@ -167,34 +205,67 @@ mod tests {
     #[test]
     fn records_without_outputs_complete_at_once_in_order() {
         let mut t: PartitionTracker<&str> = PartitionTracker::default();
-        t.begin(5, 0, vec![]);
-        t.begin(6, 1, vec![]);
-        t.begin(7, 0, vec![]);
+        take(&mut t, 5, 0, vec![]);
+        let six = take(&mut t, 6, 1, vec![]);
+        take(&mut t, 7, 0, vec![]);
         assert_eq!(t.advance().done_through, Some(5));
-        t.ack(6, 1);
+        t.ack(six, 1);
         assert_eq!(t.advance().done_through, Some(7));
     }
 
     #[test]
     fn a_dead_letter_added_to_phase_one_holds_the_record_until_acknowledged() {
         let mut t = PartitionTracker::default();
-        t.begin(1, 1, vec!["s"]);
-        t.add_phase1(1, 1);
-        t.ack(1, 1);
+        let one = take(&mut t, 1, 1, vec!["s"]);
+        t.add_phase1(one, 1);
+        t.ack(one, 1);
         assert!(t.advance().send.is_empty());
-        t.ack(1, 1);
+        t.ack(one, 1);
         assert_eq!(t.advance().send.len(), 1);
+    }
+
+    #[test]
+    fn a_partition_whose_consumer_goes_back_still_completes_and_commits_where_it_is() {
+        // Offsets 27710..=27712 are taken in, then the consumer is reset to 27710 and takes them in
+        // again (as Tansu's late end made it do): each acknowledgement must reach its own record.
+        let mut t = PartitionTracker::default();
+        let first: Vec<i64> = (27710..=27712)
+            .map(|o| take(&mut t, o, 1, vec![o]))
+            .collect();
+        let again: Vec<i64> = (27710..=27713)
+            .map(|o| take(&mut t, o, 1, vec![o]))
+            .collect();
+        for seq in first.iter().chain(&again) {
+            t.ack(*seq, 1);
+        }
+        let r = t.advance();
+        let order: Vec<i64> = r.send.iter().flat_map(|(_, s)| s.clone()).collect();
+        assert_eq!(
+            order,
+            vec![27710, 27711, 27712, 27710, 27711, 27712, 27713],
+            "state in intake order"
+        );
+        for seq in first.iter().chain(&again) {
+            t.ack(*seq, 2);
+        }
+        assert_eq!(
+            t.advance().done_through,
+            Some(27713),
+            "done through the last record taken in"
+        );
+        assert!(t.is_empty());
     }
 
     #[test]
     fn each_state_is_sent_once_in_order_while_earlier_states_still_wait_for_acks() {
         let mut t = PartitionTracker::default();
         for offset in 0..1_000 {
-            t.begin(offset, 1, vec![offset]);
+            take(&mut t, offset, 1, vec![offset]);
         }
         let mut sent = Vec::new();
         let mut done = None;
-        // Commands are acknowledged in order; state acks lag 100 records behind.
+        // Commands are acknowledged in order; state acks lag 100 records behind. (Offsets start at
+        // 0 here, so each record's sequence number is its offset.)
         for offset in 0..1_000 {
             t.ack(offset, 1);
             let r = t.advance();
