@@ -47,6 +47,10 @@ macro_rules! entity {
                 }
             }
 
+            /// Calls `f` with every text field's value, in declaration order (for digests).
+            pub fn for_each_text(&self, mut f: impl FnMut(Option<&str>)) {
+                $( f(self.$tfield.as_deref()); )*
+            }
             /// Sets the text field with this system name; returns false if there is no such field.
             pub fn set_text_field(&mut self, name: &str, value: Option<String>) -> bool {
                 match name {
