@@ -14,8 +14,18 @@ use uuid::Uuid;
 /// The partner-sync namespace for UUID v5 names (fixed forever: changing it changes every id).
 const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_53a2_9d0e_4c7b_8e55_2a41_c3f0_7d19);
 
+/// RFC 9562 UUID v5: SHA-1 of namespace and name, with version and variant bits set. The same value
+/// as `Uuid::new_v5` (a test checks it), hashed with the `sha1` crate, which uses the CPU's SHA
+/// extensions when it has them: uuid's portable SHA-1 was ~10% of the per-record transform.
 fn uuid5(name: &str) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, name.as_bytes())
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    hasher.update(NAMESPACE.as_bytes());
+    hasher.update(name.as_bytes());
+    let hash = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// The Dataverse `leadid` for a prospect, which is also the case key.
@@ -81,6 +91,17 @@ mod tests {
             lead_id("usrt", "PR-000123"),
             "fd3d42f1-85bb-5f86-a03b-6a04e3992cb6"
         );
+    }
+
+    #[test]
+    fn our_uuid5_is_the_standard_one() {
+        for name in ["", "a", "prospect/usrt/PR-000123", &"x".repeat(200)] {
+            assert_eq!(
+                uuid5(name),
+                Uuid::new_v5(&NAMESPACE, name.as_bytes()),
+                "{name}"
+            );
+        }
     }
 
     #[test]
