@@ -4,20 +4,24 @@
 //! not depend on finding files). Decoding takes the *writer's* schema, as the Schema Registry id in
 //! each message names it:
 //!
-//! - writer schema equal to ours (the usual case): decode straight into the typed struct with
-//!   apache-avro's schema-aware serde deserializer, without building a generic `Value` tree;
+//! - writer schema equal to ours (the usual case): decode straight into the typed struct, field by
+//!   field in declaration order ([`binary`]: our types mirror the schemas, which `tests/schemas.rs`
+//!   proves byte for byte against apache-avro), without a generic `Value` tree or field lookups;
 //! - writer schema different (a producer on a newer or older version): decode to a `Value`, resolve it
 //!   against our reader schema (Avro's rules: defaults for missing fields, dropped unknown fields,
 //!   promotions), then deserialize. apache-avro 0.22's `read_deser` refuses a reader schema (it
 //!   panics), which is why the two paths are explicit here.
 //!
+//! Commands are encoded the same way, by [`binary`].
+//!
 //! Errors are values ([`CodecError`]) naming the schema and what was wrong, never panics.
+
+mod binary;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -94,16 +98,10 @@ pub enum CodecError {
     Incompatible { schema: String, reason: String },
 }
 
-/// Our schemas, parsed once per process, with their name resolution done once too: building a
-/// datum reader or writer resolves every named type of the schema, which cost more than decoding a
-/// record when it was done per record (the profile of `benches/engine.rs` showed it at ~10%).
+/// Our schemas, parsed once per process (parsing per record cost more than decoding it).
 struct Compiled {
     events: BTreeMap<SourceKind, &'static Schema>,
     commands: BTreeMap<CommandKind, &'static Schema>,
-    event_readers: BTreeMap<SourceKind, GenericDatumReader<'static>>,
-    event_writers: BTreeMap<SourceKind, GenericDatumWriter<'static>>,
-    command_readers: BTreeMap<CommandKind, GenericDatumReader<'static>>,
-    command_writers: BTreeMap<CommandKind, GenericDatumWriter<'static>>,
 }
 
 static COMPILED: OnceLock<Compiled> = OnceLock::new();
@@ -122,29 +120,12 @@ fn compiled() -> &'static Compiled {
             .iter()
             .map(|(k, t)| (*k, parse(t)))
             .collect();
-        let reader = |s: &'static Schema| {
-            GenericDatumReader::builder(s)
-                .build()
-                .expect("our schemas resolve")
-        };
-        let writer = |s: &'static Schema| {
-            GenericDatumWriter::builder(s)
-                .build()
-                .expect("our schemas resolve")
-        };
-        Compiled {
-            event_readers: events.iter().map(|(k, s)| (*k, reader(s))).collect(),
-            event_writers: events.iter().map(|(k, s)| (*k, writer(s))).collect(),
-            command_readers: commands.iter().map(|(k, s)| (*k, reader(s))).collect(),
-            command_writers: commands.iter().map(|(k, s)| (*k, writer(s))).collect(),
-            events,
-            commands,
-        }
+        Compiled { events, commands }
     })
 }
 
-/// Encodes and decodes our events and commands. Cheap to create and clone: the schemas and their
-/// resolved readers and writers are shared by the process.
+/// Encodes and decodes our events and commands. Cheap to create and clone: the schemas are shared by
+/// the process.
 #[derive(Clone, Copy)]
 pub struct Codec {
     c: &'static Compiled,
@@ -178,14 +159,13 @@ impl Codec {
 
     /// Encodes an event's Avro body (no wire-format header) with our schema.
     pub fn encode_event(&self, event: &ChangeEvent) -> Result<Vec<u8>, CodecError> {
-        let kind = event.kind();
-        let (schema, writer) = (self.event_schema(kind), &self.c.event_writers[&kind]);
+        let schema = self.event_schema(event.kind());
         match event {
-            ChangeEvent::Prospect(c) => write(schema, writer, c, "prospect"),
-            ChangeEvent::Lead(c) => write(schema, writer, c, "lead"),
-            ChangeEvent::Opportunity(c) => write(schema, writer, c, "opportunity"),
-            ChangeEvent::Contact(c) => write(schema, writer, c, "contact"),
-            ChangeEvent::Account(c) => write(schema, writer, c, "account"),
+            ChangeEvent::Prospect(c) => write(schema, c, "prospect"),
+            ChangeEvent::Lead(c) => write(schema, c, "lead"),
+            ChangeEvent::Opportunity(c) => write(schema, c, "opportunity"),
+            ChangeEvent::Contact(c) => write(schema, c, "contact"),
+            ChangeEvent::Account(c) => write(schema, c, "account"),
         }
     }
 
@@ -209,7 +189,7 @@ impl Codec {
     }
 
     /// Like [`Codec::decode_event`], with [`Codec::reads_directly`] computed by the caller. When it
-    /// holds, the bytes are decoded with our own (pre-resolved) schema: their encoding is identical.
+    /// holds, the bytes are decoded as our own types: their encoding is identical.
     pub fn decode_event_with(
         &self,
         kind: SourceKind,
@@ -219,13 +199,12 @@ impl Codec {
     ) -> Result<ChangeEvent, CodecError> {
         let ours = self.event_schema(kind);
         if direct {
-            let r = &self.c.event_readers[&kind];
             return Ok(match kind {
-                SourceKind::Prospect => ChangeEvent::Prospect(read_direct(ours, r, bytes)?),
-                SourceKind::Lead => ChangeEvent::Lead(read_direct(ours, r, bytes)?),
-                SourceKind::Opportunity => ChangeEvent::Opportunity(read_direct(ours, r, bytes)?),
-                SourceKind::Contact => ChangeEvent::Contact(read_direct(ours, r, bytes)?),
-                SourceKind::Account => ChangeEvent::Account(read_direct(ours, r, bytes)?),
+                SourceKind::Prospect => ChangeEvent::Prospect(read_direct(ours, bytes)?),
+                SourceKind::Lead => ChangeEvent::Lead(read_direct(ours, bytes)?),
+                SourceKind::Opportunity => ChangeEvent::Opportunity(read_direct(ours, bytes)?),
+                SourceKind::Contact => ChangeEvent::Contact(read_direct(ours, bytes)?),
+                SourceKind::Account => ChangeEvent::Account(read_direct(ours, bytes)?),
             });
         }
         Ok(match kind {
@@ -250,31 +229,30 @@ impl Codec {
     /// Encodes a command's Avro body with our schema for its kind.
     pub fn encode_command(&self, command: &Command) -> Result<Vec<u8>, CodecError> {
         let kind = command.kind();
-        let (schema, writer) = (self.command_schema(kind), &self.c.command_writers[&kind]);
+        let schema = self.command_schema(kind);
         let what = kind.as_str();
         match command {
-            Command::LeadUpsert(c) => write(schema, writer, c, what),
-            Command::LeadNote(c) => write(schema, writer, c, what),
-            Command::CustomerUpsert(c) => write(schema, writer, c, what),
-            Command::ProspectStatus(c) => write(schema, writer, c, what),
-            Command::CustomerHierarchy(c) => write(schema, writer, c, what),
-            Command::RejectionEmail(c) => write(schema, writer, c, what),
-            Command::Alert(c) => write(schema, writer, c, what),
+            Command::LeadUpsert(c) => write(schema, c, what),
+            Command::LeadNote(c) => write(schema, c, what),
+            Command::CustomerUpsert(c) => write(schema, c, what),
+            Command::ProspectStatus(c) => write(schema, c, what),
+            Command::CustomerHierarchy(c) => write(schema, c, what),
+            Command::RejectionEmail(c) => write(schema, c, what),
+            Command::Alert(c) => write(schema, c, what),
         }
     }
 
     /// Decodes a command body written with our schema (used by tests and by consumers of our topics).
     pub fn decode_command(&self, kind: CommandKind, bytes: &[u8]) -> Result<Command, CodecError> {
         let s = self.command_schema(kind);
-        let r = &self.c.command_readers[&kind];
         Ok(match kind {
-            CommandKind::LeadUpsert => Command::LeadUpsert(read_direct(s, r, bytes)?),
-            CommandKind::LeadNote => Command::LeadNote(read_direct(s, r, bytes)?),
-            CommandKind::CustomerUpsert => Command::CustomerUpsert(read_direct(s, r, bytes)?),
-            CommandKind::ProspectStatus => Command::ProspectStatus(read_direct(s, r, bytes)?),
-            CommandKind::CustomerHierarchy => Command::CustomerHierarchy(read_direct(s, r, bytes)?),
-            CommandKind::RejectionEmail => Command::RejectionEmail(read_direct(s, r, bytes)?),
-            CommandKind::Alert => Command::Alert(read_direct(s, r, bytes)?),
+            CommandKind::LeadUpsert => Command::LeadUpsert(read_direct(s, bytes)?),
+            CommandKind::LeadNote => Command::LeadNote(read_direct(s, bytes)?),
+            CommandKind::CustomerUpsert => Command::CustomerUpsert(read_direct(s, bytes)?),
+            CommandKind::ProspectStatus => Command::ProspectStatus(read_direct(s, bytes)?),
+            CommandKind::CustomerHierarchy => Command::CustomerHierarchy(read_direct(s, bytes)?),
+            CommandKind::RejectionEmail => Command::RejectionEmail(read_direct(s, bytes)?),
+            CommandKind::Alert => Command::Alert(read_direct(s, bytes)?),
         })
     }
 }
@@ -285,21 +263,12 @@ impl Default for Codec {
     }
 }
 
-fn write<T: Serialize>(
-    schema: &Schema,
-    writer: &GenericDatumWriter<'_>,
-    value: &T,
-    what: &str,
-) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(256);
-    writer
-        .write_ser(&mut out, value)
-        .map_err(|e| CodecError::Encode {
-            what: what.to_string(),
-            schema: full_name(schema),
-            reason: e.to_string(),
-        })?;
-    Ok(out)
+fn write<T: Serialize>(schema: &Schema, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
+    binary::to_vec(value).map_err(|e| CodecError::Encode {
+        what: what.to_string(),
+        schema: full_name(schema),
+        reason: e.to_string(),
+    })
 }
 
 /// The whole of `bytes` must be one record.
@@ -318,19 +287,12 @@ fn no_leftover(schema: &Schema, input: &[u8]) -> Result<(), CodecError> {
 }
 
 /// Decodes bytes written with `schema` itself (or a schema of identical encoding).
-fn read_direct<T: DeserializeOwned>(
-    schema: &Schema,
-    reader: &GenericDatumReader<'_>,
-    bytes: &[u8],
-) -> Result<T, CodecError> {
-    let mut input = bytes;
-    let value = reader
-        .read_deser::<T>(&mut input)
-        .map_err(|e| CodecError::Decode {
-            schema: full_name(schema),
-            reason: e.to_string(),
-        })?;
-    no_leftover(schema, input)?;
+fn read_direct<T: DeserializeOwned>(schema: &Schema, bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, left) = binary::from_slice::<T>(bytes).map_err(|e| CodecError::Decode {
+        schema: full_name(schema),
+        reason: e.to_string(),
+    })?;
+    no_leftover(schema, &bytes[bytes.len() - left..])?;
     Ok(value)
 }
 
