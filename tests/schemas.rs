@@ -403,70 +403,30 @@ fn our_codec_writes_and_reads_exactly_apache_avros_bytes_for_every_field_of_ever
     let codec = Codec::new();
     for (kind, _) in EVENT_SCHEMAS {
         let schema = codec.event_schema(kind);
-        let decode = |b: &[u8]| codec.decode_event(kind, schema, b).unwrap();
         let what = kind.as_str();
+        macro_rules! check {
+            ($variant:ident, $ty:ty) => {
+                same_bytes_as_apache_avro::<Change<$ty>>(
+                    schema,
+                    what,
+                    |v| {
+                        codec
+                            .encode_event(&ChangeEvent::$variant(v.clone()))
+                            .unwrap()
+                    },
+                    |b| match codec.decode_event(kind, schema, b).unwrap() {
+                        ChangeEvent::$variant(v) => v,
+                        other => panic!("{other:?}"),
+                    },
+                )
+            };
+        }
         match kind {
-            SourceKind::Prospect => same_bytes_as_apache_avro::<Change<Prospect>>(
-                schema,
-                what,
-                |v| {
-                    codec
-                        .encode_event(&ChangeEvent::Prospect(v.clone()))
-                        .unwrap()
-                },
-                |b| match decode(b) {
-                    ChangeEvent::Prospect(v) => v,
-                    other => panic!("{other:?}"),
-                },
-            ),
-            SourceKind::Lead => same_bytes_as_apache_avro::<Change<Lead>>(
-                schema,
-                what,
-                |v| codec.encode_event(&ChangeEvent::Lead(v.clone())).unwrap(),
-                |b| match decode(b) {
-                    ChangeEvent::Lead(v) => v,
-                    other => panic!("{other:?}"),
-                },
-            ),
-            SourceKind::Opportunity => same_bytes_as_apache_avro::<Change<Opportunity>>(
-                schema,
-                what,
-                |v| {
-                    codec
-                        .encode_event(&ChangeEvent::Opportunity(v.clone()))
-                        .unwrap()
-                },
-                |b| match decode(b) {
-                    ChangeEvent::Opportunity(v) => v,
-                    other => panic!("{other:?}"),
-                },
-            ),
-            SourceKind::Contact => same_bytes_as_apache_avro::<Change<Contact>>(
-                schema,
-                what,
-                |v| {
-                    codec
-                        .encode_event(&ChangeEvent::Contact(v.clone()))
-                        .unwrap()
-                },
-                |b| match decode(b) {
-                    ChangeEvent::Contact(v) => v,
-                    other => panic!("{other:?}"),
-                },
-            ),
-            SourceKind::Account => same_bytes_as_apache_avro::<Change<Account>>(
-                schema,
-                what,
-                |v| {
-                    codec
-                        .encode_event(&ChangeEvent::Account(v.clone()))
-                        .unwrap()
-                },
-                |b| match decode(b) {
-                    ChangeEvent::Account(v) => v,
-                    other => panic!("{other:?}"),
-                },
-            ),
+            SourceKind::Prospect => check!(Prospect, Prospect),
+            SourceKind::Lead => check!(Lead, Lead),
+            SourceKind::Opportunity => check!(Opportunity, Opportunity),
+            SourceKind::Contact => check!(Contact, Contact),
+            SourceKind::Account => check!(Account, Account),
         }
     }
     for (kind, _) in COMMAND_SCHEMAS {
