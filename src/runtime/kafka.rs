@@ -1,22 +1,21 @@
-//! The rdkafka edge: client contexts, the producer with delivery tokens, and state restore.
+//! The rdkafka edge: client contexts and the producer with delivery tokens.
 //!
 //! Records are converted to owned [`SourceRecord`]s as soon as they are read; nothing past this module
 //! sees an rdkafka message.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Stats;
-use crate::engine::{EngineState, SourceRecord, StateKey};
-use crate::settings::{ClientRole, KafkaSettings};
+use crate::engine::SourceRecord;
 
 /// Identifies one produced record: which input record it belongs to and in which phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,62 +256,5 @@ pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
-    }
-}
-
-/// Reads state-topic partition `partition` from the beginning through offset `fence` (a record this
-/// instance just wrote), into a fresh state. Reading to our own fence, not to the reported high
-/// watermark, guarantees every state write acknowledged before the fence is seen.
-pub fn restore(
-    kafka: &KafkaSettings,
-    topic: &str,
-    partition: i32,
-    fence: i64,
-    budget: Duration,
-) -> Result<(EngineState, u64), String> {
-    let reader: BaseConsumer = kafka
-        .client_config(ClientRole::StateReader)?
-        .create()
-        .map_err(|e| format!("cannot create the state reader: {e}"))?;
-    // Ask for the topic's metadata before assigning: measured on Tansu, the first message then
-    // arrives after ~60 ms instead of ~510 ms (librdkafka otherwise waits for a later metadata
-    // refresh before it knows the leader and starts fetching).
-    let _ = reader.fetch_metadata(Some(topic), budget.min(Duration::from_secs(10)));
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    reader
-        .assign(&tpl)
-        .map_err(|e| format!("cannot read state topic {topic}: {e}"))?;
-    let mut state = EngineState::default();
-    let mut records = 0;
-    let deadline = Instant::now() + budget;
-    loop {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "restoring state partition {partition} of {topic} did not reach offset {fence} within {} s",
-                budget.as_secs()
-            ));
-        }
-        let Some(m) = reader.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m.map_err(|e| format!("reading state topic {topic}: {e}"))?;
-        if let Some(key) = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(StateKey::parse)
-        {
-            state.restore_entry(&key, m.payload()).map_err(|e| {
-                format!(
-                    "state record at {topic}/{partition}@{} is not valid: {e}",
-                    m.offset()
-                )
-            })?;
-            records += 1;
-        }
-        if m.offset() >= fence {
-            return Ok((state, records));
-        }
     }
 }

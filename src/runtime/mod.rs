@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod endpoints;
 pub mod kafka;
 pub mod pipeline;
+pub mod restore;
 pub mod stats;
 pub mod trace;
 pub mod tracker;

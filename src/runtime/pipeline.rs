@@ -25,6 +25,7 @@ use super::dead_letter::DeadLetter;
 use super::kafka::{
     self, ConsumerCtx, Delivery, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
 };
+use super::restore;
 use super::stats::Stats;
 use super::trace;
 use super::tracker::PartitionTracker;
@@ -609,57 +610,39 @@ impl Pipeline {
         }
     }
 
+    /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
+    /// cases partition not restored yet is restored with it (see [`super::restore`]).
     async fn ensure_state(&mut self, partition: i32) -> Result<(), RuntimeError> {
         if self.states.contains_key(&partition) {
             return Ok(());
         }
-        // Write a fence to our state partition and wait for its offset; then read everything up to it.
-        let fence_key = format!("fence/{}", self.settings.kafka.client_id);
-        let stamp = now_ms().to_string();
-        let record = rdkafka::producer::FutureRecord::to(&self.topics.state)
-            .partition(partition)
-            .key(&fence_key)
-            .payload(&stamp);
-        let fence = match self
-            .fence_producer
-            .send(record, Duration::from_secs(60))
-            .await
-        {
-            Ok(delivery) => delivery.offset,
-            Err((e, _)) => {
-                return Err(RuntimeError::State(format!(
-                    "cannot write the restore fence to {} partition {partition}: {e}",
-                    self.topics.state
-                )))
-            }
-        };
-        let kafka = self.settings.kafka.clone();
-        let topic = self.topics.state.clone();
-        let started = Instant::now();
-        let mut restoring = tokio::task::spawn_blocking(move || {
-            kafka::restore(&kafka, &topic, partition, fence, Duration::from_secs(120))
-        });
-        // Waiting on purpose: keep the liveness heartbeat going.
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        let restored = loop {
-            tokio::select! {
-                r = &mut restoring => break r,
-                _ = beat.tick() => self.stats.beat(),
-            }
-        };
-        let (state, records) = restored
-            .map_err(|e| RuntimeError::State(e.to_string()))?
-            .map_err(RuntimeError::State)?;
-        tracing::info!(
-            partition,
-            records,
-            cases = state.cases.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "State restored."
-        );
-        self.stats.restored();
-        self.stats.parked_moved(state.parked_count() as i64);
-        self.states.insert(partition, state);
+        let mut partitions: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| {
+                a.elements_for_topic(&self.topics.cases)
+                    .iter()
+                    .map(|e| e.partition())
+                    .filter(|p| !self.states.contains_key(p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
+        }
+        let restored = restore::restore_all(
+            &self.settings.kafka,
+            &self.fence_producer,
+            &self.topics.state,
+            &partitions,
+            &self.stats,
+        )
+        .await?;
+        for (partition, state) in restored {
+            self.stats.restored();
+            self.stats.parked_moved(state.parked_count() as i64);
+            self.states.insert(partition, state);
+        }
         Ok(())
     }
 

@@ -1,0 +1,168 @@
+//! Rebuilding the engine's state of the cases partitions this instance owns, from the state topic.
+//!
+//! Each partition's state is read from the beginning through a fence record this instance writes
+//! first (see [`read_partition`]). All owned partitions not restored yet are restored together, when
+//! the first record that needs one arrives: after an assignment, restoring one at a time made each
+//! wait for the previous (on Tansu ~0.1–0.5 s each; on a cluster it grows with the state's size).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::stats::Stats;
+use super::RuntimeError;
+use crate::engine::{EngineState, StateKey};
+use crate::settings::{ClientRole, KafkaSettings};
+
+/// How long one partition's restore may take before the connector stops with an error.
+const BUDGET: Duration = Duration::from_secs(120);
+
+/// Restores `partitions` of the state topic concurrently; returns each partition's state. Keeps the
+/// liveness heartbeat going while it waits, on purpose.
+pub async fn restore_all(
+    kafka: &KafkaSettings,
+    fence_producer: &FutureProducer,
+    state_topic: &str,
+    partitions: &[i32],
+    stats: &Stats,
+) -> Result<Vec<(i32, EngineState)>, RuntimeError> {
+    let fence_key = format!("fence/{}", kafka.client_id);
+    // The payload says when it was written (milliseconds since the epoch), for people reading it.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .to_string();
+    // Write every fence first (they travel together), then wait for their offsets.
+    let mut fences = Vec::with_capacity(partitions.len());
+    for &partition in partitions {
+        let record = rdkafka::producer::FutureRecord::to(state_topic)
+            .partition(partition)
+            .key(&fence_key)
+            .payload(&stamp);
+        let delivery = fence_producer.send_result(record).map_err(|(e, _)| {
+            RuntimeError::State(format!(
+                "cannot write the restore fence to {state_topic} partition {partition}: {e}"
+            ))
+        })?;
+        fences.push((partition, delivery));
+    }
+    let started = Instant::now();
+    let mut readers = Vec::with_capacity(fences.len());
+    for (partition, delivery) in fences {
+        let fence = match delivery.await {
+            Ok(Ok(delivery)) => delivery.offset,
+            Ok(Err((e, _))) => {
+                return Err(RuntimeError::State(format!(
+                    "cannot write the restore fence to {state_topic} partition {partition}: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(RuntimeError::State(format!(
+                    "the restore fence to {state_topic} partition {partition} was cancelled"
+                )))
+            }
+        };
+        let (kafka, topic) = (kafka.clone(), state_topic.to_string());
+        readers.push((
+            partition,
+            tokio::task::spawn_blocking(move || {
+                read_partition(&kafka, &topic, partition, fence, BUDGET)
+            }),
+        ));
+    }
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut restored = Vec::with_capacity(readers.len());
+    for (partition, mut reading) in readers {
+        let result = loop {
+            tokio::select! {
+                r = &mut reading => break r,
+                _ = beat.tick() => stats.beat(),
+            }
+        };
+        let (state, records) = result
+            .map_err(|e| RuntimeError::State(e.to_string()))?
+            .map_err(RuntimeError::State)?;
+        tracing::info!(
+            partition,
+            records,
+            cases = state.cases.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "State restored."
+        );
+        restored.push((partition, state));
+    }
+    give_back_freed_memory();
+    Ok(restored)
+}
+
+/// The readers' fetch buffers and decoding garbage were freed in the allocator arenas of the
+/// threads that read; glibc keeps such memory resident until told. Measured with
+/// `cargo bench --bench e2e`: RSS at a steady 1,000 records/s after restoring three partitions
+/// together was 68–73 MiB without this, against 43 MiB when they were restored one by one.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Reads state-topic partition `partition` from the beginning through offset `fence` (a record this
+/// instance just wrote), into a fresh state. Reading to our own fence, not to the reported high
+/// watermark, guarantees every state write acknowledged before the fence is seen.
+fn read_partition(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    fence: i64,
+    budget: Duration,
+) -> Result<(EngineState, u64), String> {
+    let reader: BaseConsumer = kafka
+        .client_config(ClientRole::StateReader)?
+        .create()
+        .map_err(|e| format!("cannot create the state reader: {e}"))?;
+    // Ask for the topic's metadata before assigning: measured on Tansu, the first message then
+    // arrives after ~60 ms instead of ~510 ms (librdkafka otherwise waits for a later metadata
+    // refresh before it knows the leader and starts fetching).
+    let _ = reader.fetch_metadata(Some(topic), budget.min(Duration::from_secs(10)));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| format!("cannot read state topic {topic}: {e}"))?;
+    let mut state = EngineState::default();
+    let mut records = 0;
+    let deadline = Instant::now() + budget;
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "restoring state partition {partition} of {topic} did not reach offset {fence} within {} s",
+                budget.as_secs()
+            ));
+        }
+        let Some(m) = reader.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.map_err(|e| format!("reading state topic {topic}: {e}"))?;
+        if let Some(key) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(StateKey::parse)
+        {
+            state.restore_entry(&key, m.payload()).map_err(|e| {
+                format!(
+                    "state record at {topic}/{partition}@{} is not valid: {e}",
+                    m.offset()
+                )
+            })?;
+            records += 1;
+        }
+        if m.offset() >= fence {
+            return Ok((state, records));
+        }
+    }
+}
