@@ -8,6 +8,10 @@
 //!   to the same partition of the state topic (phase 2, see [`super::tracker`]).
 //! - Offsets are stored when a record is fully acknowledged and committed every
 //!   `delivery.commit_interval_ms`.
+//!
+//! This file holds the loop and the two record paths; [`acks`] the outputs and their
+//! acknowledgements, [`expiry`] parked events that waited too long, [`transaction`] the
+//! exactly-once mode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +21,14 @@ use apache_avro::Schema;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
+
+mod acks;
+mod expiry;
+mod transaction;
+
+use transaction::Txn;
 
 use super::dead_letter::DeadLetter;
 use super::kafka::{
@@ -34,7 +43,7 @@ use crate::codec::Codec;
 use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
 use crate::model::{ChangeEvent, SourceKind};
 use crate::registry::{wire, RegistryClient, RegistryError};
-use crate::settings::{ErrorsTolerance, Settings};
+use crate::settings::Settings;
 
 /// Headers that carry an input record's origin through the cases topic.
 const H_TOPIC: &str = "partnersync.source.topic";
@@ -75,16 +84,6 @@ pub struct Pipeline {
     stored_since_commit: bool,
     /// Exactly-once: the open transaction, if the guarantee asks for one.
     txn: Option<Txn>,
-}
-
-/// The open Kafka transaction of the exactly-once mode.
-#[derive(Default)]
-struct Txn {
-    open: bool,
-    /// Why the open transaction must be aborted (a failed delivery), if it must.
-    failed: Option<String>,
-    /// Next offset to consume per input partition, committed with the transaction.
-    offsets: std::collections::BTreeMap<(String, i32), i64>,
 }
 
 enum Event {
@@ -140,131 +139,6 @@ impl Pipeline {
             stored_since_commit: false,
             txn: None,
         }
-    }
-
-    /// Switches to exactly-once: outputs, state and input offsets commit together in transactions.
-    pub fn transactional(mut self) -> Pipeline {
-        self.txn = Some(Txn::default());
-        self
-    }
-
-    /// A record could not be queued. At-least-once: stop (nothing after it may be committed).
-    /// Exactly-once: the transaction is unusable; abort it and process its records again.
-    fn send_error(&self, e: String) -> RuntimeError {
-        if self.txn.is_some() {
-            RuntimeError::Abort(e)
-        } else {
-            RuntimeError::Produce(e)
-        }
-    }
-
-    /// Handles the result of one step: an abort request in exactly-once mode aborts and rejoins.
-    fn settle(&mut self, result: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
-        match result {
-            Err(RuntimeError::Abort(reason)) if self.txn.is_some() => self.abort_txn(&reason),
-            other => other,
-        }
-    }
-
-    /// Opens a transaction if none is open (exactly-once only).
-    fn ensure_txn(&mut self) -> Result<(), RuntimeError> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Ok(());
-        };
-        if !txn.open {
-            tokio::task::block_in_place(|| self.producer.begin_transaction())
-                .map_err(|e| RuntimeError::Kafka(format!("cannot begin a transaction: {e}")))?;
-            txn.open = true;
-        }
-        Ok(())
-    }
-
-    /// Commits the open transaction with the input offsets; aborts and rewinds on abortable errors;
-    /// stops on fatal ones (a restart re-initialises the producer, fencing this one).
-    fn commit_txn(&mut self) -> Result<(), RuntimeError> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Ok(());
-        };
-        if !txn.open {
-            return Ok(());
-        }
-        if let Some(reason) = txn.failed.take() {
-            return self.abort_txn(&reason);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &txn.offsets {
-            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
-                .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
-        }
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or_else(|| RuntimeError::Kafka("the consumer has no group metadata".into()))?;
-        let timeout = Duration::from_secs(30);
-        let result = tokio::task::block_in_place(|| {
-            if tpl.count() > 0 {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &metadata, timeout)?;
-            }
-            self.producer.commit_transaction(timeout)
-        });
-        match result {
-            Ok(()) => {
-                let txn = self.txn.as_mut().expect("exactly-once");
-                txn.open = false;
-                txn.offsets.clear();
-                self.stats.committed(true);
-                Ok(())
-            }
-            Err(rdkafka::error::KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-                self.abort_txn(&e.to_string())
-            }
-            Err(rdkafka::error::KafkaError::Transaction(e))
-                if e.is_retriable() && !e.is_fatal() =>
-            {
-                tracing::warn!(error = %e, "Committing the transaction failed with a retriable error; retrying at the next interval.");
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.committed(false);
-                Err(RuntimeError::Kafka(format!("fatal transaction error: {e}. Restarting re-initialises the producer and fences this instance.")))
-            }
-        }
-    }
-
-    /// Aborts the open transaction, forgets in-memory state (it holds the aborted effects) and rejoins
-    /// the group so every partition restarts from its committed offset.
-    fn abort_txn(&mut self, reason: &str) -> Result<(), RuntimeError> {
-        tracing::warn!(
-            reason,
-            "Aborting the transaction; its records will be processed again."
-        );
-        self.stats.committed(false);
-        tokio::task::block_in_place(|| self.producer.abort_transaction(Duration::from_secs(30)))
-            .map_err(|e| RuntimeError::Kafka(format!("cannot abort the transaction: {e}")))?;
-        if let Some(txn) = self.txn.as_mut() {
-            txn.open = false;
-            txn.offsets.clear();
-        }
-        self.drop_states(None);
-        // Rejoin the group, so every partition restarts from its committed offset. (Seeking instead
-        // fails for partitions whose fetch has not started, which would silently skip the aborted
-        // records.)
-        let subscriptions: Vec<String> = self
-            .topics
-            .subscriptions()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let names: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
-        self.consumer.unsubscribe();
-        self.consumer
-            .subscribe(&names)
-            .map_err(|e| RuntimeError::Kafka(format!("cannot resubscribe after an abort: {e}")))?;
-        self.trackers.clear();
-        self.sources.clear();
-        self.in_flight = 0;
-        Ok(())
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown budget.
@@ -739,335 +613,5 @@ impl Pipeline {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }
         self.advance(tp).await
-    }
-
-    /// The intake sequence number of the next record of `tp`: its outputs' tokens carry it.
-    fn next_seq(&self, tp: u32) -> i64 {
-        self.trackers.get(&tp).map_or(0, |t| t.next_seq())
-    }
-
-    /// Registers record `seq` (at `offset`) whose phase-1 outputs were sent. At-least-once: tracked
-    /// until acknowledged. Exactly-once: its state is sent at once into the same transaction, and its
-    /// offset committed with it.
-    async fn begin(
-        &mut self,
-        tp: u32,
-        seq: i64,
-        offset: i64,
-        phase1: usize,
-        phase2: Vec<StateRecord>,
-        source: SourceRecord,
-    ) -> Result<(), RuntimeError> {
-        if self.txn.is_some() {
-            for r in phase2 {
-                self.send_state(
-                    &r,
-                    Token {
-                        tp,
-                        seq,
-                        phase: Phase::Two,
-                    },
-                )
-                .await?;
-            }
-            let (topic, partition) = self.tps[tp as usize].clone();
-            if let Some(txn) = self.txn.as_mut() {
-                txn.offsets.insert((topic, partition), offset + 1);
-            }
-            return Ok(());
-        }
-        self.trackers
-            .entry(tp)
-            .or_default()
-            .begin(seq, offset, phase1, phase2);
-        self.sources.entry(tp).or_default().insert(seq, source);
-        self.in_flight += 1;
-        Ok(())
-    }
-
-    /// The record's only output is its dead letter (or, with errors.tolerance = none, the pipeline stops).
-    async fn dead_letter_input(
-        &mut self,
-        tp: u32,
-        seq: i64,
-        offset: i64,
-        dl: DeadLetter,
-    ) -> Result<(), RuntimeError> {
-        self.begin(tp, seq, offset, 0, Vec::new(), dl.source.clone())
-            .await?;
-        self.add_dead_letter(tp, seq, dl, None).await?;
-        self.advance(tp).await
-    }
-
-    /// Sends a dead letter for record `seq`. Its warning is logged in a `record` span naming the
-    /// original record, its change id (when it was decoded) and its W3C trace id: built here, for the
-    /// few records that need it, rather than for every record.
-    async fn add_dead_letter(
-        &mut self,
-        tp: u32,
-        seq: i64,
-        dl: DeadLetter,
-        change_id: Option<&str>,
-    ) -> Result<(), RuntimeError> {
-        if self.settings.delivery.errors_tolerance == ErrorsTolerance::None {
-            return Err(RuntimeError::Tolerance(format!(
-                "{} (record {}/{}@{}). errors_tolerance = \"none\" stops here; set delivery.errors_tolerance = \"all\" to route such records to {}",
-                dl.message, dl.source.topic, dl.source.partition, dl.source.offset, self.topics.dead_letters
-            )));
-        }
-        let caller = trace::incoming(&dl.source.headers);
-        tracing::info_span!(
-            "record",
-            topic = %dl.source.topic,
-            partition = dl.source.partition,
-            offset = dl.source.offset,
-            change_id,
-            trace_id = caller.as_ref().map(|t| t.trace_id.as_str()),
-        )
-        .in_scope(|| {
-            tracing::warn!(
-                stage = dl.stage,
-                reason = dl.reason,
-                "Record sent to the dead letters: {}",
-                dl.message
-            )
-        });
-        self.stats.dead_letter(dl.stage, dl.reason);
-        let headers = dl.headers(&self.settings.kafka.group_id);
-        let out = OutRecord {
-            topic: &self.topics.dead_letters,
-            partition: None,
-            key: dl.source.key.as_deref(),
-            value: Some(&dl.source.value),
-            headers: &headers,
-        };
-        let token = Token {
-            tp,
-            seq,
-            phase: Phase::One,
-        };
-        if let Some(t) = self.trackers.get_mut(&tp) {
-            t.add_phase1(seq, 1);
-        }
-        self.send_out(out, token).await
-    }
-
-    /// Queues one output record; a refused record is a [`Pipeline::send_error`].
-    async fn send_out(&self, out: OutRecord<'_>, token: Token) -> Result<(), RuntimeError> {
-        kafka::send(&self.producer, out, token)
-            .await
-            .map_err(|e| self.send_error(e))
-    }
-
-    async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
-        let Token { tp, seq, phase } = d.token;
-        match phase {
-            Phase::ExpiryDeadLetter | Phase::ExpiryState => {
-                if let Some((_, msg)) = d.error {
-                    return Err(RuntimeError::Produce(format!(
-                        "writing an expired event's dead letter or state failed: {msg}"
-                    )));
-                }
-                if phase == Phase::ExpiryDeadLetter {
-                    self.expiry_acked(seq).await?;
-                }
-                return Ok(());
-            }
-            Phase::One | Phase::Two => {}
-        }
-        if let Some(txn) = self.txn.as_mut() {
-            if let Some((code, msg)) = d.error {
-                // Purged records belong to a transaction already aborted.
-                if !matches!(
-                    code,
-                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
-                ) {
-                    txn.failed.get_or_insert(msg);
-                }
-            }
-            return Ok(());
-        }
-        if !self.trackers.contains_key(&tp) {
-            return Ok(()); // the partition was revoked; its records will be processed again by the new owner
-        }
-        if let Some((code, msg)) = d.error {
-            let too_large = matches!(
-                code,
-                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
-            );
-            match (
-                phase,
-                too_large,
-                self.sources.get(&tp).and_then(|s| s.get(&seq)).cloned(),
-            ) {
-                (Phase::One, true, Some(source)) => {
-                    let dl = DeadLetter::from_produce(source, msg);
-                    self.add_dead_letter(tp, seq, dl, None).await?;
-                }
-                _ => {
-                    return Err(RuntimeError::Produce(format!(
-                        "an output could not be delivered and librdkafka gave up retrying: {msg}"
-                    )))
-                }
-            }
-        }
-        if let Some(t) = self.trackers.get_mut(&tp) {
-            t.ack(seq, if phase == Phase::One { 1 } else { 2 });
-        }
-        self.advance(tp).await
-    }
-
-    /// Sends one state record to its partition of the state topic.
-    async fn send_state(&self, r: &StateRecord, token: Token) -> Result<(), RuntimeError> {
-        let out = OutRecord {
-            topic: &self.topics.state,
-            partition: Some(r.partition),
-            key: Some(r.key.as_bytes()),
-            value: r.value.as_deref(),
-            headers: &[],
-        };
-        self.send_out(out, token).await
-    }
-
-    async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
-        let Some(tracker) = self.trackers.get_mut(&tp) else {
-            return Ok(());
-        };
-        let before = tracker.len();
-        let ready = tracker.advance();
-        let after = tracker.len();
-        self.in_flight -= before - after;
-        for (seq, records) in ready.send {
-            for r in records {
-                self.send_state(
-                    &r,
-                    Token {
-                        tp,
-                        seq,
-                        phase: Phase::Two,
-                    },
-                )
-                .await?;
-            }
-        }
-        if let Some(done) = ready.done_through {
-            if let Some(sources) = self.sources.get_mut(&tp) {
-                // Records finished leave in intake order: keep those from the oldest unfinished on.
-                let next = self.trackers.get(&tp).map_or(0, |t| t.oldest_seq());
-                *sources = sources.split_off(&next);
-            }
-            let (topic, partition) = self.tps[tp as usize].clone();
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(done + 1))
-                .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
-            // Storing may fail right after a revoke; the next owner processes the record again.
-            if self.store(&tpl) {
-                self.stored_since_commit = true;
-            }
-        }
-        Ok(())
-    }
-
-    fn store(&self, tpl: &TopicPartitionList) -> bool {
-        self.consumer.store_offsets(tpl).is_ok()
-    }
-
-    /// Hands parked events that waited too long to the dead letters. Only partitions with nothing in
-    /// flight are expired, so an expiry's state write can never overtake an earlier record's.
-    async fn expire(&mut self) -> Result<(), RuntimeError> {
-        let now = now_ms();
-        let idle: Vec<i32> = self
-            .states
-            .keys()
-            .copied()
-            .filter(|p| {
-                let tp = self.tp_index.get(&(self.topics.cases.clone(), *p));
-                tp.is_none_or(|tp| self.trackers.get(tp).is_none_or(PartitionTracker::is_empty))
-            })
-            .collect();
-        for partition in idle {
-            let state = self.states.get_mut(&partition).expect("listed above");
-            let expired = self.engine.expire(state, now);
-            if expired.is_empty() {
-                continue;
-            }
-            let mut cases: Vec<String> = expired.iter().map(|e| e.case.clone()).collect();
-            cases.sort();
-            cases.dedup();
-            let records: Vec<StateRecord> = cases
-                .into_iter()
-                .map(|c| {
-                    let key = crate::engine::StateKey::Case(c);
-                    StateRecord {
-                        key: key.to_record_key(),
-                        value: state.entry_json(&key),
-                        partition,
-                    }
-                })
-                .collect();
-            let batch = self.next_batch;
-            self.next_batch += 1;
-            self.expiry_batches.insert(batch, (expired.len(), records));
-            self.ensure_txn()?;
-            for e in expired {
-                let source = e.source.clone().unwrap_or_else(|| SourceRecord {
-                    topic: self.topics.cases.clone(),
-                    partition,
-                    offset: -1,
-                    key: None,
-                    value: self.codec.encode_event(&e.event).unwrap_or_default(),
-                    headers: vec![],
-                });
-                let dl = DeadLetter::from_expired(source, e.event.kind().as_str(), &e);
-                tracing::warn!(
-                    reason = e.reason.as_str(),
-                    waited_s = e.waited_ms / 1000,
-                    "A parked event expired and goes to the dead letters."
-                );
-                self.stats.dead_letter(dl.stage, dl.reason);
-                self.stats.expired(e.reason);
-                let headers = dl.headers(&self.settings.kafka.group_id);
-                let out = OutRecord {
-                    topic: &self.topics.dead_letters,
-                    partition: None,
-                    key: dl.source.key.as_deref(),
-                    value: Some(&dl.source.value),
-                    headers: &headers,
-                };
-                self.send_out(
-                    out,
-                    Token {
-                        tp: u32::MAX,
-                        seq: batch,
-                        phase: Phase::ExpiryDeadLetter,
-                    },
-                )
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn expiry_acked(&mut self, batch: i64) -> Result<(), RuntimeError> {
-        let Some((left, _)) = self.expiry_batches.get_mut(&batch) else {
-            return Ok(());
-        };
-        *left -= 1;
-        if *left > 0 {
-            return Ok(());
-        }
-        let (_, records) = self.expiry_batches.remove(&batch).expect("present");
-        for r in records {
-            self.send_state(
-                &r,
-                Token {
-                    tp: u32::MAX,
-                    seq: batch,
-                    phase: Phase::ExpiryState,
-                },
-            )
-            .await?;
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,255 @@
+//! A record's outputs and their acknowledgements: registering a record with its partition's
+//! tracker, sending outputs with tokens, dead letters, delivery reports, and storing the offsets
+//! of records finished (at-least-once; see [`crate::runtime::tracker`]).
+
+use rdkafka::consumer::Consumer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+
+use super::{Pipeline, RuntimeError, StateRecord};
+use crate::engine::SourceRecord;
+use crate::runtime::dead_letter::DeadLetter;
+use crate::runtime::kafka::{self, Delivery, OutRecord, Phase, Token};
+use crate::runtime::trace;
+use crate::settings::ErrorsTolerance;
+
+impl Pipeline {
+    /// The intake sequence number of the next record of `tp`: its outputs' tokens carry it.
+    pub(super) fn next_seq(&self, tp: u32) -> i64 {
+        self.trackers.get(&tp).map_or(0, |t| t.next_seq())
+    }
+
+    /// Registers record `seq` (at `offset`) whose phase-1 outputs were sent. At-least-once: tracked
+    /// until acknowledged. Exactly-once: its state is sent at once into the same transaction, and its
+    /// offset committed with it.
+    pub(super) async fn begin(
+        &mut self,
+        tp: u32,
+        seq: i64,
+        offset: i64,
+        phase1: usize,
+        phase2: Vec<StateRecord>,
+        source: SourceRecord,
+    ) -> Result<(), RuntimeError> {
+        if self.txn.is_some() {
+            for r in phase2 {
+                self.send_state(
+                    &r,
+                    Token {
+                        tp,
+                        seq,
+                        phase: Phase::Two,
+                    },
+                )
+                .await?;
+            }
+            let (topic, partition) = self.tps[tp as usize].clone();
+            if let Some(txn) = self.txn.as_mut() {
+                txn.offsets.insert((topic, partition), offset + 1);
+            }
+            return Ok(());
+        }
+        self.trackers
+            .entry(tp)
+            .or_default()
+            .begin(seq, offset, phase1, phase2);
+        self.sources.entry(tp).or_default().insert(seq, source);
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The record's only output is its dead letter (or, with errors.tolerance = none, the pipeline stops).
+    pub(super) async fn dead_letter_input(
+        &mut self,
+        tp: u32,
+        seq: i64,
+        offset: i64,
+        dl: DeadLetter,
+    ) -> Result<(), RuntimeError> {
+        self.begin(tp, seq, offset, 0, Vec::new(), dl.source.clone())
+            .await?;
+        self.add_dead_letter(tp, seq, dl, None).await?;
+        self.advance(tp).await
+    }
+
+    /// Sends a dead letter for record `seq`. Its warning is logged in a `record` span naming the
+    /// original record, its change id (when it was decoded) and its W3C trace id: built here, for the
+    /// few records that need it, rather than for every record.
+    pub(super) async fn add_dead_letter(
+        &mut self,
+        tp: u32,
+        seq: i64,
+        dl: DeadLetter,
+        change_id: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        if self.settings.delivery.errors_tolerance == ErrorsTolerance::None {
+            return Err(RuntimeError::Tolerance(format!(
+                "{} (record {}/{}@{}). errors_tolerance = \"none\" stops here; set delivery.errors_tolerance = \"all\" to route such records to {}",
+                dl.message, dl.source.topic, dl.source.partition, dl.source.offset, self.topics.dead_letters
+            )));
+        }
+        let caller = trace::incoming(&dl.source.headers);
+        tracing::info_span!(
+            "record",
+            topic = %dl.source.topic,
+            partition = dl.source.partition,
+            offset = dl.source.offset,
+            change_id,
+            trace_id = caller.as_ref().map(|t| t.trace_id.as_str()),
+        )
+        .in_scope(|| {
+            tracing::warn!(
+                stage = dl.stage,
+                reason = dl.reason,
+                "Record sent to the dead letters: {}",
+                dl.message
+            )
+        });
+        self.stats.dead_letter(dl.stage, dl.reason);
+        let headers = dl.headers(&self.settings.kafka.group_id);
+        let out = OutRecord {
+            topic: &self.topics.dead_letters,
+            partition: None,
+            key: dl.source.key.as_deref(),
+            value: Some(&dl.source.value),
+            headers: &headers,
+        };
+        let token = Token {
+            tp,
+            seq,
+            phase: Phase::One,
+        };
+        if let Some(t) = self.trackers.get_mut(&tp) {
+            t.add_phase1(seq, 1);
+        }
+        self.send_out(out, token).await
+    }
+
+    /// Queues one output record; a refused record is a [`Pipeline::send_error`].
+    pub(super) async fn send_out(
+        &self,
+        out: OutRecord<'_>,
+        token: Token,
+    ) -> Result<(), RuntimeError> {
+        kafka::send(&self.producer, out, token)
+            .await
+            .map_err(|e| self.send_error(e))
+    }
+
+    pub(super) async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
+        let Token { tp, seq, phase } = d.token;
+        match phase {
+            Phase::ExpiryDeadLetter | Phase::ExpiryState => {
+                if let Some((_, msg)) = d.error {
+                    return Err(RuntimeError::Produce(format!(
+                        "writing an expired event's dead letter or state failed: {msg}"
+                    )));
+                }
+                if phase == Phase::ExpiryDeadLetter {
+                    self.expiry_acked(seq).await?;
+                }
+                return Ok(());
+            }
+            Phase::One | Phase::Two => {}
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            if let Some((code, msg)) = d.error {
+                // Purged records belong to a transaction already aborted.
+                if !matches!(
+                    code,
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                ) {
+                    txn.failed.get_or_insert(msg);
+                }
+            }
+            return Ok(());
+        }
+        if !self.trackers.contains_key(&tp) {
+            return Ok(()); // the partition was revoked; its records will be processed again by the new owner
+        }
+        if let Some((code, msg)) = d.error {
+            let too_large = matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
+            );
+            match (
+                phase,
+                too_large,
+                self.sources.get(&tp).and_then(|s| s.get(&seq)).cloned(),
+            ) {
+                (Phase::One, true, Some(source)) => {
+                    let dl = DeadLetter::from_produce(source, msg);
+                    self.add_dead_letter(tp, seq, dl, None).await?;
+                }
+                _ => {
+                    return Err(RuntimeError::Produce(format!(
+                        "an output could not be delivered and librdkafka gave up retrying: {msg}"
+                    )))
+                }
+            }
+        }
+        if let Some(t) = self.trackers.get_mut(&tp) {
+            t.ack(seq, if phase == Phase::One { 1 } else { 2 });
+        }
+        self.advance(tp).await
+    }
+
+    /// Sends one state record to its partition of the state topic.
+    pub(super) async fn send_state(
+        &self,
+        r: &StateRecord,
+        token: Token,
+    ) -> Result<(), RuntimeError> {
+        let out = OutRecord {
+            topic: &self.topics.state,
+            partition: Some(r.partition),
+            key: Some(r.key.as_bytes()),
+            value: r.value.as_deref(),
+            headers: &[],
+        };
+        self.send_out(out, token).await
+    }
+
+    pub(super) async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
+        let Some(tracker) = self.trackers.get_mut(&tp) else {
+            return Ok(());
+        };
+        let before = tracker.len();
+        let ready = tracker.advance();
+        let after = tracker.len();
+        self.in_flight -= before - after;
+        for (seq, records) in ready.send {
+            for r in records {
+                self.send_state(
+                    &r,
+                    Token {
+                        tp,
+                        seq,
+                        phase: Phase::Two,
+                    },
+                )
+                .await?;
+            }
+        }
+        if let Some(done) = ready.done_through {
+            if let Some(sources) = self.sources.get_mut(&tp) {
+                // Records finished leave in intake order: keep those from the oldest unfinished on.
+                let next = self.trackers.get(&tp).map_or(0, |t| t.oldest_seq());
+                *sources = sources.split_off(&next);
+            }
+            let (topic, partition) = self.tps[tp as usize].clone();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(done + 1))
+                .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
+            // Storing may fail right after a revoke; the next owner processes the record again.
+            if self.store(&tpl) {
+                self.stored_since_commit = true;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn store(&self, tpl: &TopicPartitionList) -> bool {
+        self.consumer.store_offsets(tpl).is_ok()
+    }
+}

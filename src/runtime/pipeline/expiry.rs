@@ -1,0 +1,109 @@
+//! Parked events that waited too long: handed to the dead letters, their cases' state rewritten
+//! once every dead letter of the batch is acknowledged.
+
+use super::{now_ms, Pipeline, RuntimeError, StateRecord};
+use crate::engine::SourceRecord;
+use crate::runtime::dead_letter::DeadLetter;
+use crate::runtime::kafka::{OutRecord, Phase, Token};
+use crate::runtime::tracker::PartitionTracker;
+
+impl Pipeline {
+    /// Hands parked events that waited too long to the dead letters. Only partitions with nothing in
+    /// flight are expired, so an expiry's state write can never overtake an earlier record's.
+    pub(super) async fn expire(&mut self) -> Result<(), RuntimeError> {
+        let now = now_ms();
+        let idle: Vec<i32> = self
+            .states
+            .keys()
+            .copied()
+            .filter(|p| {
+                let tp = self.tp_index.get(&(self.topics.cases.clone(), *p));
+                tp.is_none_or(|tp| self.trackers.get(tp).is_none_or(PartitionTracker::is_empty))
+            })
+            .collect();
+        for partition in idle {
+            let state = self.states.get_mut(&partition).expect("listed above");
+            let expired = self.engine.expire(state, now);
+            if expired.is_empty() {
+                continue;
+            }
+            let mut cases: Vec<String> = expired.iter().map(|e| e.case.clone()).collect();
+            cases.sort();
+            cases.dedup();
+            let records: Vec<StateRecord> = cases
+                .into_iter()
+                .map(|c| {
+                    let key = crate::engine::StateKey::Case(c);
+                    StateRecord {
+                        key: key.to_record_key(),
+                        value: state.entry_json(&key),
+                        partition,
+                    }
+                })
+                .collect();
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            self.expiry_batches.insert(batch, (expired.len(), records));
+            self.ensure_txn()?;
+            for e in expired {
+                let source = e.source.clone().unwrap_or_else(|| SourceRecord {
+                    topic: self.topics.cases.clone(),
+                    partition,
+                    offset: -1,
+                    key: None,
+                    value: self.codec.encode_event(&e.event).unwrap_or_default(),
+                    headers: vec![],
+                });
+                let dl = DeadLetter::from_expired(source, e.event.kind().as_str(), &e);
+                tracing::warn!(
+                    reason = e.reason.as_str(),
+                    waited_s = e.waited_ms / 1000,
+                    "A parked event expired and goes to the dead letters."
+                );
+                self.stats.dead_letter(dl.stage, dl.reason);
+                self.stats.expired(e.reason);
+                let headers = dl.headers(&self.settings.kafka.group_id);
+                let out = OutRecord {
+                    topic: &self.topics.dead_letters,
+                    partition: None,
+                    key: dl.source.key.as_deref(),
+                    value: Some(&dl.source.value),
+                    headers: &headers,
+                };
+                self.send_out(
+                    out,
+                    Token {
+                        tp: u32::MAX,
+                        seq: batch,
+                        phase: Phase::ExpiryDeadLetter,
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn expiry_acked(&mut self, batch: i64) -> Result<(), RuntimeError> {
+        let Some((left, _)) = self.expiry_batches.get_mut(&batch) else {
+            return Ok(());
+        };
+        *left -= 1;
+        if *left > 0 {
+            return Ok(());
+        }
+        let (_, records) = self.expiry_batches.remove(&batch).expect("present");
+        for r in records {
+            self.send_state(
+                &r,
+                Token {
+                    tp: u32::MAX,
+                    seq: batch,
+                    phase: Phase::ExpiryState,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
