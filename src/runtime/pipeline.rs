@@ -318,8 +318,11 @@ impl Pipeline {
         }
         for (topic, partition) in revoked {
             if let Some(tp) = self.tp_index.get(&(topic.clone(), partition)).copied() {
-                if let Some(t) = self.trackers.remove(&tp) {
+                // Forget its records but not its numbering: acknowledgements of them may still
+                // come, and must not match a record taken in after the partition comes back.
+                if let Some(t) = self.trackers.get_mut(&tp) {
                     self.in_flight -= t.len();
+                    *t = PartitionTracker::starting_at(t.next_seq());
                 }
                 self.sources.remove(&tp);
             }

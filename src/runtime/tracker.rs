@@ -64,6 +64,20 @@ pub struct Ready<T> {
 }
 
 impl<T> PartitionTracker<T> {
+    /// An empty tracker whose first record gets `next_seq`: for a partition taken back after a
+    /// revoke, so that late acknowledgements of its earlier records match nothing.
+    pub fn starting_at(next_seq: i64) -> Self {
+        PartitionTracker {
+            next_seq,
+            ..PartitionTracker::default()
+        }
+    }
+
+    /// Whether record `seq` is still tracked (taken in here and not finished).
+    pub fn holds(&self, seq: i64) -> bool {
+        self.entries.binary_search_by_key(&seq, |e| e.seq).is_ok()
+    }
+
     /// The sequence number the next record taken in gets: its outputs' acknowledgements name it.
     pub fn next_seq(&self) -> i64 {
         self.next_seq
@@ -254,6 +268,24 @@ mod tests {
             "done through the last record taken in"
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn after_a_revoke_late_acknowledgements_match_no_record_taken_in_since() {
+        let mut t = PartitionTracker::default();
+        let before = take(&mut t, 40, 1, vec!["old"]);
+        // Revoked, then assigned back: the records are forgotten, the numbering goes on.
+        let mut t = PartitionTracker::starting_at(t.next_seq());
+        let after = take(&mut t, 40, 1, vec!["new"]);
+        assert_ne!(before, after);
+        assert!(!t.holds(before) && t.holds(after));
+        t.ack(before, 1); // the old record's late acknowledgement
+        assert!(
+            t.advance().send.is_empty(),
+            "the new record's state still waits for its own command"
+        );
+        t.ack(after, 1);
+        assert_eq!(t.advance().send, vec![(after, vec!["new"])]);
     }
 
     #[test]

@@ -164,8 +164,9 @@ impl Pipeline {
             }
             return Ok(());
         }
-        if !self.trackers.contains_key(&tp) {
-            return Ok(()); // the partition was revoked; its records will be processed again by the new owner
+        if !self.trackers.get(&tp).is_some_and(|t| t.holds(seq)) {
+            // A record of a revoked partition: it will be processed again by the partition's owner.
+            return Ok(());
         }
         if let Some((code, msg)) = d.error {
             let too_large = matches!(
