@@ -169,6 +169,10 @@ impl KafkaSettings {
                     c.set("enable.auto.commit", "false");
                     c.set("enable.auto.offset.store", "false");
                     c.set("partition.assignment.strategy", "range");
+                    // While intake waits for acknowledgements (`delivery.max_in_flight`), the loop
+                    // stops taking records and librdkafka's prefetch queue fills up to this bound
+                    // (default 64 MiB): 16 MiB is ~70,000 records of 235 bytes.
+                    c.set("queued.max.messages.kbytes", "16384");
                 } else {
                     c.set("group.id", format!("{}-state-reader", self.group_id));
                     // A restore reads to a known offset and waits for nothing else: ask the broker
@@ -343,6 +347,7 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
     }
 }
 
