@@ -90,13 +90,13 @@ impl Engine {
     }
 
     /// Like [`Engine::apply`], with the record the event was decoded from. The engine never reads
-    /// `source`; it keeps it with the event if the event parks, so an event that expires can go to
+    /// `source`; it keeps a copy with the event if the event parks, so an event that expires can go to
     /// the dead letters with its original bytes.
     pub fn apply_from(
         &self,
         state: &mut EngineState,
         event: ChangeEvent,
-        source: Option<SourceRecord>,
+        source: Option<&SourceRecord>,
         now_ms: i64,
     ) -> Decision {
         let mut out = Out::default();
@@ -104,7 +104,9 @@ impl Engine {
         let case = self.case_key(&event);
         let mut released = Vec::new();
         let disposition = match disposition {
-            Disposition::Parked(reason) => self.park(state, &case, event, source, reason, now_ms),
+            Disposition::Parked(reason) => {
+                self.park(state, &case, event, source.cloned(), reason, now_ms)
+            }
             other => {
                 if !matches!(other, Disposition::Rejected(_)) {
                     self.release(state, &case, &mut out, &mut released);

@@ -411,7 +411,7 @@ fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record(
         headers: vec![],
     };
     // A lead with a status that does not exist, arriving before its prospect: it parks first.
-    let parked = e.apply_from(&mut s, lead("P7", 7, 1, 2), Some(source.clone()), 1_000);
+    let parked = e.apply_from(&mut s, lead("P7", 7, 1, 2), Some(&source), 1_000);
     assert_eq!(
         parked.disposition,
         Disposition::Parked(ParkReason::ProspectNotSeen)

@@ -457,33 +457,40 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Rebuilds the original input record from a cases-topic record.
-    fn original(&self, case_record: &SourceRecord) -> SourceRecord {
-        let header = |k: &str| {
-            case_record
-                .headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
+    /// Rebuilds the original input record from a cases-topic record (taking its value and headers).
+    fn original(case_record: SourceRecord) -> SourceRecord {
+        let mut original = SourceRecord {
+            topic: case_record.topic,
+            partition: case_record.partition,
+            offset: case_record.offset,
+            key: None,
+            value: case_record.value,
+            headers: Vec::with_capacity(case_record.headers.len()),
         };
-        let text = |k: &str| header(k).and_then(|v| String::from_utf8(v).ok());
-        SourceRecord {
-            topic: text(H_TOPIC).unwrap_or_else(|| case_record.topic.clone()),
-            partition: text(H_PARTITION)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(case_record.partition),
-            offset: text(H_OFFSET)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(case_record.offset),
-            key: header(H_KEY),
-            value: case_record.value.clone(),
-            headers: case_record
-                .headers
-                .iter()
-                .filter(|(n, _)| !n.starts_with("partnersync.source."))
-                .cloned()
-                .collect(),
+        for (name, value) in case_record.headers {
+            let text = || std::str::from_utf8(&value).ok();
+            match name.as_str() {
+                H_TOPIC => {
+                    if let Some(t) = text() {
+                        original.topic = t.to_string();
+                    }
+                }
+                H_PARTITION => {
+                    if let Some(p) = text().and_then(|t| t.parse().ok()) {
+                        original.partition = p;
+                    }
+                }
+                H_OFFSET => {
+                    if let Some(o) = text().and_then(|t| t.parse().ok()) {
+                        original.offset = o;
+                    }
+                }
+                H_KEY => original.key = Some(value),
+                n if n.starts_with("partnersync.source.") => {}
+                _ => original.headers.push((name, value)),
+            }
         }
+        original
     }
 
     /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
@@ -527,7 +534,7 @@ impl Pipeline {
         let offset = record.offset;
         self.ensure_state(partition).await?;
         let seq = self.next_seq(tp);
-        let source = self.original(&record);
+        let source = Self::original(record);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
                 .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
@@ -541,9 +548,7 @@ impl Pipeline {
         let change_id = event.header().change_id.clone();
         let now = now_ms();
         let state = self.states.get_mut(&partition).expect("restored above");
-        let decision = self
-            .engine
-            .apply_from(state, event, Some(source.clone()), now);
+        let decision = self.engine.apply_from(state, event, Some(&source), now);
         let state_records: Vec<StateRecord> = decision
             .touched
             .iter()
@@ -604,10 +609,18 @@ impl Pipeline {
             self.stats.produced(self.topics.command_topic(kind));
             sent += 1;
         }
-        self.begin(tp, seq, offset, sent, state_records, source.clone())
+        // A copy of the record only for the rare rejection; the tracker keeps the record itself.
+        let rejected = match &decision.disposition {
+            Disposition::Rejected(rejection) => Some(DeadLetter::from_rejection(
+                source.clone(),
+                kind.as_str(),
+                rejection,
+            )),
+            _ => None,
+        };
+        self.begin(tp, seq, offset, sent, state_records, source)
             .await?;
-        if let Disposition::Rejected(rejection) = &decision.disposition {
-            let dl = DeadLetter::from_rejection(source, kind.as_str(), rejection);
+        if let Some(dl) = rejected {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }
         for (change_id, dl) in released_rejections {
@@ -615,5 +628,40 @@ impl Pipeline {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }
         self.advance(tp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_record_comes_back_from_a_cases_record_without_our_headers() {
+        let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
+        let case_record = SourceRecord {
+            topic: "partnersync.cases".into(),
+            partition: 2,
+            offset: 77,
+            key: Some(b"case-key".to_vec()),
+            value: b"avro".to_vec(),
+            headers: vec![
+                header("traceparent", "00-abc-def-01"),
+                // An input that itself carried one of our header names: ours, added last, wins.
+                header(H_TOPIC, "someone.else"),
+                header(H_TOPIC, "sales.contact.changes"),
+                header(H_PARTITION, "1"),
+                header(H_OFFSET, "12345"),
+                header(H_KEY, "contact-1"),
+            ],
+        };
+        let original = Pipeline::original(case_record);
+        assert_eq!(original.topic, "sales.contact.changes");
+        assert_eq!((original.partition, original.offset), (1, 12345));
+        assert_eq!(original.key.as_deref(), Some(&b"contact-1"[..]));
+        assert_eq!(original.value, b"avro");
+        assert_eq!(
+            original.headers,
+            vec![header("traceparent", "00-abc-def-01")]
+        );
     }
 }
