@@ -32,17 +32,7 @@ impl Pipeline {
         source: SourceRecord,
     ) -> Result<(), RuntimeError> {
         if self.txn.is_some() {
-            for r in phase2 {
-                self.send_state(
-                    &r,
-                    Token {
-                        tp,
-                        seq,
-                        phase: Phase::Two,
-                    },
-                )
-                .await?;
-            }
+            self.send_states(tp, seq, phase2).await?;
             let (topic, partition) = self.tps[tp as usize].clone();
             if let Some(txn) = self.txn.as_mut() {
                 txn.offsets.insert((topic, partition), offset + 1);
@@ -106,6 +96,23 @@ impl Pipeline {
             )
         });
         self.stats.dead_letter(dl.stage, dl.reason);
+        if let Some(t) = self.trackers.get_mut(&tp) {
+            t.add_phase1(seq, 1);
+        }
+        let token = Token {
+            tp,
+            seq,
+            phase: Phase::One,
+        };
+        self.send_dead_letter(&dl, token).await
+    }
+
+    /// Sends `dl`'s original bytes to the dead-letter topic with its error headers.
+    pub(super) async fn send_dead_letter(
+        &self,
+        dl: &DeadLetter,
+        token: Token,
+    ) -> Result<(), RuntimeError> {
         let headers = dl.headers(&self.settings.kafka.group_id);
         let out = OutRecord {
             topic: &self.topics.dead_letters,
@@ -114,14 +121,6 @@ impl Pipeline {
             value: Some(&dl.source.value),
             headers: &headers,
         };
-        let token = Token {
-            tp,
-            seq,
-            phase: Phase::One,
-        };
-        if let Some(t) = self.trackers.get_mut(&tp) {
-            t.add_phase1(seq, 1);
-        }
         self.send_out(out, token).await
     }
 
@@ -195,6 +194,24 @@ impl Pipeline {
         self.advance(tp).await
     }
 
+    /// Sends record `seq`'s state writes (its phase 2), in order.
+    pub(super) async fn send_states(
+        &self,
+        tp: u32,
+        seq: i64,
+        records: Vec<StateRecord>,
+    ) -> Result<(), RuntimeError> {
+        let token = Token {
+            tp,
+            seq,
+            phase: Phase::Two,
+        };
+        for r in &records {
+            self.send_state(r, token).await?;
+        }
+        Ok(())
+    }
+
     /// Sends one state record to its partition of the state topic.
     pub(super) async fn send_state(
         &self,
@@ -220,17 +237,7 @@ impl Pipeline {
         let after = tracker.len();
         self.in_flight -= before - after;
         for (seq, records) in ready.send {
-            for r in records {
-                self.send_state(
-                    &r,
-                    Token {
-                        tp,
-                        seq,
-                        phase: Phase::Two,
-                    },
-                )
-                .await?;
-            }
+            self.send_states(tp, seq, records).await?;
         }
         if let Some(done) = ready.done_through {
             if let Some(sources) = self.sources.get_mut(&tp) {

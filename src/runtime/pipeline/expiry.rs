@@ -4,7 +4,7 @@
 use super::{now_ms, Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
 use crate::runtime::dead_letter::DeadLetter;
-use crate::runtime::kafka::{OutRecord, Phase, Token};
+use crate::runtime::kafka::{Phase, Token};
 use crate::runtime::tracker::PartitionTracker;
 
 impl Pipeline {
@@ -62,23 +62,12 @@ impl Pipeline {
                 );
                 self.stats.dead_letter(dl.stage, dl.reason);
                 self.stats.expired(e.reason);
-                let headers = dl.headers(&self.settings.kafka.group_id);
-                let out = OutRecord {
-                    topic: &self.topics.dead_letters,
-                    partition: None,
-                    key: dl.source.key.as_deref(),
-                    value: Some(&dl.source.value),
-                    headers: &headers,
+                let token = Token {
+                    tp: u32::MAX,
+                    seq: batch,
+                    phase: Phase::ExpiryDeadLetter,
                 };
-                self.send_out(
-                    out,
-                    Token {
-                        tp: u32::MAX,
-                        seq: batch,
-                        phase: Phase::ExpiryDeadLetter,
-                    },
-                )
-                .await?;
+                self.send_dead_letter(&dl, token).await?;
             }
         }
         Ok(())
