@@ -389,6 +389,19 @@ impl Child {
         scrape(self.port, "partnersync_in_flight_records", "").unwrap_or(f64::MAX)
     }
 
+    /// Waits until `done` holds, at most `seconds`; fails naming what it waited for.
+    fn wait_until(&mut self, what: &str, seconds: u64, done: impl Fn(&Child) -> bool) {
+        let by = Instant::now() + Duration::from_secs(seconds);
+        while !done(self) {
+            self.assert_alive();
+            assert!(
+                Instant::now() < by,
+                "waited {seconds} s in vain until {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.process.try_wait() {
             panic!(
@@ -773,15 +786,9 @@ fn main() {
         "latest",
     );
     let mut child = Child::spawn(&config, &format!("{suffix}-steady"));
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while scrape(child.port, "partnersync_ready", "") != Some(1.0) {
-        child.assert_alive();
-        assert!(
-            Instant::now() < ready_by,
-            "the steady connector became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    child.wait_until("the steady connector is ready", 60, |c| {
+        scrape(c.port, "partnersync_ready", "") == Some(1.0)
+    });
     let (rate, seconds) = RATES[0];
     // Only its memory is reported, so a start-up race that loses the first edits (it begins at the end
     // of the inputs) is shown, not asserted.
@@ -806,17 +813,12 @@ fn main() {
     // Once the traffic stops, every record it took in must finish: a partition that never completes
     // stops committing and, at `max_in_flight`, stops intake for good. (It did: Tansu's late end made
     // this connector, which starts at the end, take some offsets in twice; see runtime/tracker.rs.)
-    let settle_by = Instant::now() + Duration::from_secs(30);
-    while child.in_flight() > 0.0 {
-        child.assert_alive();
-        assert!(
-            Instant::now() < settle_by,
-            "the steady connector still has {} records in flight 30 s after its traffic stopped; see {}",
-            child.in_flight(),
-            child.log.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = child.log.display().to_string();
+    child.wait_until(
+        &format!("the steady connector finished every record it took in (see {log})"),
+        30,
+        |c| c.in_flight() == 0.0,
+    );
     drop(child);
 
     let (r, f) = (median(raw), median(full));
