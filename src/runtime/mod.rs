@@ -34,6 +34,14 @@ use kafka::{ConsumerCtx, PipelineProducer, ProducerCtx, RebalanceLog};
 use pipeline::Pipeline;
 pub use stats::Stats;
 
+/// Wall-clock time in milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Why the runtime stopped. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -38,7 +38,7 @@ use super::restore;
 use super::stats::Stats;
 use super::trace;
 use super::tracker::PartitionTracker;
-use super::{RuntimeError, Topics};
+use super::{now_ms, RuntimeError, Topics};
 use crate::codec::Codec;
 use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
 use crate::model::{ChangeEvent, SourceKind};
@@ -92,13 +92,6 @@ enum Event {
     Message(Result<SourceRecord, String>),
     Commit,
     Expire,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Pipeline {

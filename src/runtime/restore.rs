@@ -30,11 +30,12 @@ pub async fn restore_all(
 ) -> Result<Vec<(i32, EngineState)>, RuntimeError> {
     let fence_key = format!("fence/{}", kafka.client_id);
     // The payload says when it was written (milliseconds since the epoch), for people reading it.
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-        .to_string();
+    let stamp = super::now_ms().to_string();
+    let fence_failed = |partition: i32, e: &dyn std::fmt::Display| {
+        RuntimeError::State(format!(
+            "cannot write the restore fence to {state_topic} partition {partition}: {e}"
+        ))
+    };
     // Write every fence first (they travel together), then wait for their offsets.
     let mut fences = Vec::with_capacity(partitions.len());
     for &partition in partitions {
@@ -42,11 +43,9 @@ pub async fn restore_all(
             .partition(partition)
             .key(&fence_key)
             .payload(&stamp);
-        let delivery = fence_producer.send_result(record).map_err(|(e, _)| {
-            RuntimeError::State(format!(
-                "cannot write the restore fence to {state_topic} partition {partition}: {e}"
-            ))
-        })?;
+        let delivery = fence_producer
+            .send_result(record)
+            .map_err(|(e, _)| fence_failed(partition, &e))?;
         fences.push((partition, delivery));
     }
     let started = Instant::now();
@@ -54,11 +53,7 @@ pub async fn restore_all(
     for (partition, delivery) in fences {
         let fence = match delivery.await {
             Ok(Ok(delivery)) => delivery.offset,
-            Ok(Err((e, _))) => {
-                return Err(RuntimeError::State(format!(
-                    "cannot write the restore fence to {state_topic} partition {partition}: {e}"
-                )))
-            }
+            Ok(Err((e, _))) => return Err(fence_failed(partition, &e)),
             Err(_) => {
                 return Err(RuntimeError::State(format!(
                     "the restore fence to {state_topic} partition {partition} was cancelled"

@@ -1,10 +1,11 @@
 //! Parked events that waited too long: handed to the dead letters, their cases' state rewritten
 //! once every dead letter of the batch is acknowledged.
 
-use super::{now_ms, Pipeline, RuntimeError, StateRecord};
+use super::{Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
 use crate::runtime::dead_letter::DeadLetter;
 use crate::runtime::kafka::{Phase, Token};
+use crate::runtime::now_ms;
 use crate::runtime::tracker::PartitionTracker;
 
 impl Pipeline {
