@@ -105,7 +105,14 @@ impl Engine {
         let mut released = Vec::new();
         let disposition = match disposition {
             Disposition::Parked(reason) => {
-                self.park(state, &case, event, source.cloned(), reason, now_ms)
+                let parked = state::Parked {
+                    seq: 0, // numbered in its case by `park`
+                    event,
+                    source: source.cloned(),
+                    since_ms: now_ms,
+                    reason,
+                };
+                self.park(state, &case, parked, &mut out)
             }
             other => {
                 if !matches!(other, Disposition::Rejected(_)) {
@@ -138,6 +145,7 @@ impl Engine {
             case.parked = kept;
             expired.extend(gone.into_iter().map(|p| Expired {
                 case: key.clone(),
+                seq: p.seq,
                 waited_ms: now_ms - p.since_ms,
                 event: p.event,
                 source: p.source,
@@ -151,10 +159,8 @@ impl Engine {
         &self,
         state: &mut EngineState,
         case: &str,
-        event: ChangeEvent,
-        source: Option<SourceRecord>,
-        reason: ParkReason,
-        now_ms: i64,
+        mut parked: state::Parked,
+        out: &mut Out,
     ) -> Disposition {
         let slot = state.cases.entry(case.to_string()).or_default();
         if slot.parked.len() >= self.cfg.max_parked_per_case {
@@ -163,13 +169,11 @@ impl Engine {
                 count: slot.parked.len(),
             });
         }
-        slot.parked.push(state::Parked {
-            event,
-            source,
-            since_ms: now_ms,
-            reason,
-            json: Default::default(),
-        });
+        parked.seq = slot.next_parked;
+        slot.next_parked += 1;
+        let reason = parked.reason;
+        out.touch(StateKey::Parked(case.to_string(), parked.seq));
+        slot.parked.push(parked);
         Disposition::Parked(reason)
     }
 
@@ -193,13 +197,15 @@ impl Engine {
             let mut still = Vec::new();
             for parked in waiting {
                 match self.apply_one(state, &parked.event, out) {
-                    Disposition::Parked(reason) => still.push(state::Parked {
-                        reason,
-                        json: Default::default(),
-                        ..parked
-                    }),
+                    Disposition::Parked(reason) => {
+                        if reason != parked.reason {
+                            out.touch(StateKey::Parked(case.to_string(), parked.seq));
+                        }
+                        still.push(state::Parked { reason, ..parked })
+                    }
                     disposition => {
                         progressed = true;
+                        out.touch(StateKey::Parked(case.to_string(), parked.seq));
                         released.push(Released {
                             kind: parked.event.kind(),
                             change_id: parked.event.header().change_id.clone(),

@@ -170,8 +170,9 @@ pub struct Decision {
 /// A parked event whose wait ran out; it belongs in the dead letters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
-    /// The case it waited in (whose state changed by its removal).
+    /// The case it waited in, and its number there: its entry `parked/<case>/<seq>` is now gone.
     pub case: String,
+    pub seq: u64,
     pub event: ChangeEvent,
     /// The record it was decoded from, if the runtime supplied it.
     pub source: Option<SourceRecord>,

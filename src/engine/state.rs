@@ -6,6 +6,11 @@
 //! prospect, see [`super::ids`]). Everything a decision needs about one prospect lives in its case, so
 //! a case can be stored as one compacted record and partitioned by its key.
 //!
+//! A parked event is an entry of its own (`parked/<case>/<n>`), not part of its case's record: a case
+//! whose early events wait for its lead would otherwise be rewritten whole, with every event parked so
+//! far, at each new one (O(N²) bytes; on a backfill, most of the connector's CPU and peak memory went
+//! into those writes). Now a park writes the event once and its release or expiry a tombstone.
+//!
 //! Two maps sit beside the cases: `customers` (the link from a Sales contact/account to the Commerce
 //! customer it became, keyed `contact/<id>` / `account/<id>`) and `requesters` (which cases use a
 //! requester email in a legal entity, for duplicate detection). `docs/ARCHITECTURE.md` explains how the
@@ -17,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ChangeEvent, Prospect};
 
-/// All state, ordered maps so its serialization is deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// All state, in ordered maps so that entries are listed and written in a deterministic order. It is
+/// persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]), never as one value.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineState {
     pub cases: BTreeMap<String, CaseState>,
     pub customers: BTreeMap<String, CustomerLink>,
@@ -85,52 +91,17 @@ pub struct ProspectSeen {
     pub record: Prospect,
 }
 
-/// An event waiting for something it refers to. Immutable once parked (a re-park builds a new one).
+/// An event waiting for something it refers to, stored as its own entry `parked/<case>/<seq>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Parked {
+    /// Its number within its case, in parking order (the order it is re-applied in).
+    #[serde(default)]
+    pub seq: u64,
     pub event: ChangeEvent,
     #[serde(default)]
     pub source: Option<SourceRecord>,
     pub since_ms: i64,
     pub reason: super::ParkReason,
-    /// Its JSON, made on the first state write and reused by every later write of its case.
-    #[serde(skip)]
-    pub json: JsonCache,
-}
-
-/// A parked event's serialized form, computed once. Not part of the value: two `Parked` with the same
-/// fields are equal whether or not either was written yet.
-#[derive(Default, Clone)]
-pub struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
-
-impl PartialEq for JsonCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for JsonCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JsonCache")
-    }
-}
-
-/// Writes each parked event from its cached JSON (a case with many parked events was re-serialized
-/// in full on each of its state writes: the largest item in the connector's profile).
-fn serialize_parked<S: serde::Serializer>(parked: &[Parked], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::{Error, SerializeSeq};
-    let mut seq = s.serialize_seq(Some(parked.len()))?;
-    for p in parked {
-        let raw = match p.json.0.get() {
-            Some(raw) => raw,
-            None => {
-                let raw = serde_json::value::to_raw_value(p).map_err(S::Error::custom)?;
-                p.json.0.get_or_init(|| raw)
-            }
-        };
-        seq.serialize_element(raw)?;
-    }
-    seq.end()
 }
 
 /// One B2B prospect and everything linked to it.
@@ -149,7 +120,12 @@ pub struct CaseState {
     pub duplicates: BTreeSet<String>,
     pub outcome: Outcome,
     pub rejection_email_sent: bool,
-    #[serde(serialize_with = "serialize_parked")]
+    /// The number the next parked event gets.
+    #[serde(default)]
+    pub next_parked: u64,
+    /// Events waiting in this case, in parking order. Not in the case's record: each is an entry of
+    /// its own (see the module docs).
+    #[serde(skip)]
     pub parked: Vec<Parked>,
 }
 
@@ -202,15 +178,19 @@ pub enum StateKey {
     Case(String),
     Customer(String),
     Requester(String),
+    /// A parked event: its case and its number there.
+    Parked(String, u64),
 }
 
 impl StateKey {
-    /// The record key: `case/<key>`, `customer/<entity>/<id>`, `requester/<company>/<email>`.
+    /// The record key: `case/<key>`, `customer/<entity>/<id>`, `requester/<company>/<email>`,
+    /// `parked/<case>/<seq>`.
     pub fn to_record_key(&self) -> String {
         match self {
             StateKey::Case(k) => format!("case/{k}"),
             StateKey::Customer(k) => format!("customer/{k}"),
             StateKey::Requester(k) => format!("requester/{k}"),
+            StateKey::Parked(case, seq) => format!("parked/{case}/{seq}"),
         }
     }
 
@@ -220,6 +200,10 @@ impl StateKey {
             "case" => Some(StateKey::Case(rest.to_string())),
             "customer" => Some(StateKey::Customer(rest.to_string())),
             "requester" => Some(StateKey::Requester(rest.to_string())),
+            "parked" => {
+                let (case, seq) = rest.rsplit_once('/')?;
+                Some(StateKey::Parked(case.to_string(), seq.parse().ok()?))
+            }
             _ => None,
         }
     }
@@ -229,6 +213,19 @@ impl EngineState {
     /// How many events wait in this state (for the parked-events gauge; walks every case).
     pub fn parked_count(&self) -> usize {
         self.cases.values().map(|c| c.parked.len()).sum()
+    }
+
+    /// Every entry's key, in a deterministic order: writing each with its [`Self::entry_json`] and
+    /// restoring them rebuilds this state.
+    pub fn keys(&self) -> Vec<StateKey> {
+        let mut keys = Vec::new();
+        for (k, case) in &self.cases {
+            keys.push(StateKey::Case(k.clone()));
+            keys.extend(case.parked.iter().map(|p| StateKey::Parked(k.clone(), p.seq)));
+        }
+        keys.extend(self.customers.keys().cloned().map(StateKey::Customer));
+        keys.extend(self.requesters.keys().cloned().map(StateKey::Requester));
+        keys
     }
 
     /// The JSON value of one entry, or `None` if it does not exist (a tombstone).
@@ -243,10 +240,16 @@ impl EngineState {
                 .requesters
                 .get(k)
                 .and_then(|v| serde_json::to_vec(v).ok()),
+            StateKey::Parked(case, seq) => self
+                .cases
+                .get(case)
+                .and_then(|c| c.parked.iter().find(|p| p.seq == *seq))
+                .and_then(|p| serde_json::to_vec(p).ok()),
         }
     }
 
-    /// Restores one entry from its record (a `None` value removes it).
+    /// Restores one entry from its record (a `None` value removes it). Entries may come in any order:
+    /// a case's record and its parked events' records are merged whichever comes first.
     pub fn restore_entry(
         &mut self,
         key: &StateKey,
@@ -254,7 +257,25 @@ impl EngineState {
     ) -> Result<(), serde_json::Error> {
         match (key, value) {
             (StateKey::Case(k), Some(v)) => {
-                drop(self.cases.insert(k.clone(), serde_json::from_slice(v)?))
+                let mut case: CaseState = serde_json::from_slice(v)?;
+                if let Some(old) = self.cases.get_mut(k) {
+                    case.parked = std::mem::take(&mut old.parked);
+                }
+                self.cases.insert(k.clone(), case);
+            }
+            (StateKey::Parked(k, seq), Some(v)) => {
+                let mut parked: Parked = serde_json::from_slice(v)?;
+                parked.seq = *seq;
+                let list = &mut self.cases.entry(k.clone()).or_default().parked;
+                match list.binary_search_by_key(seq, |p| p.seq) {
+                    Ok(i) => list[i] = parked,
+                    Err(i) => list.insert(i, parked),
+                }
+            }
+            (StateKey::Parked(k, seq), None) => {
+                if let Some(case) = self.cases.get_mut(k) {
+                    case.parked.retain(|p| p.seq != *seq);
+                }
             }
             (StateKey::Customer(k), Some(v)) => {
                 drop(self.customers.insert(k.clone(), serde_json::from_slice(v)?))

@@ -337,6 +337,8 @@ fn a_parked_event_is_completed_by_its_missing_piece_and_expires_after_the_timeou
     let expired = e.expire(&mut s, 1_000 + timeout);
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].reason, ParkReason::LeadNotSeen);
+    let gone = StateKey::Parked(expired[0].case.clone(), expired[0].seq);
+    assert_eq!(s.entry_json(&gone), None, "its entry is deleted");
     assert!(
         expired[0].message().contains("originatingleadid"),
         "{}",
@@ -433,22 +435,53 @@ fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record(
 }
 
 #[test]
-fn a_parked_events_json_is_made_once_and_restores_to_the_same_state() {
+fn a_park_writes_only_the_new_event_and_a_release_deletes_each_parked_entry() {
     let e = engine();
     let mut s = EngineState::default();
-    let event = contact("P6", "c6");
-    let key = StateKey::Case(e.case_key(&event));
-    e.apply(&mut s, event, 1_000);
-    e.apply(&mut s, contact("P6", "c6b"), 1_001);
-    let first = s.entry_json(&key).expect("the case exists");
+    let case = e.case_key(&contact("P6", "c6"));
+    let mut written: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+    let mut write = |s: &EngineState, touched: Vec<StateKey>| {
+        for key in touched {
+            written.insert(key.to_record_key(), s.entry_json(&key));
+        }
+    };
+    let first = e.apply(&mut s, contact("P6", "c6"), 1_000).touched;
     assert_eq!(
-        s.entry_json(&key).as_ref(),
-        Some(&first),
-        "cached, same bytes"
+        first,
+        vec![
+            StateKey::Case(case.clone()),
+            StateKey::Parked(case.clone(), 0)
+        ]
     );
+    write(&s, first);
+    let second = e.apply(&mut s, contact("P6", "c6b"), 1_001).touched;
+    assert!(
+        !second.contains(&StateKey::Parked(case.clone(), 0)),
+        "the first parked event is not written again: {second:?}"
+    );
+    write(&s, second);
+    let case_record = s.entry_json(&StateKey::Case(case.clone())).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&case_record).contains("c6b"),
+        "the case record holds no parked event"
+    );
+
+    // Restored from its entries in any order, the state is the same, parked events included.
     let mut restored = EngineState::default();
-    restored.restore_entry(&key, Some(&first)).unwrap();
+    for (key, value) in written.iter().rev() {
+        restored
+            .restore_entry(&StateKey::parse(key).unwrap(), value.as_deref())
+            .unwrap();
+    }
     assert_eq!(restored, s);
-    assert_eq!(restored.entry_json(&key), Some(first));
     assert_eq!(restored.parked_count(), 2);
+
+    // The prospect completes the case: both events are released and their entries deleted.
+    let released = e.apply(&mut s, prospect("P6", "p6@example.com"), 2_000);
+    assert_eq!(released.released.len(), 2);
+    for seq in [0, 1] {
+        let key = StateKey::Parked(case.clone(), seq);
+        assert!(released.touched.contains(&key), "{key:?} is written");
+        assert_eq!(s.entry_json(&key), None, "{key:?} is a tombstone");
+    }
 }

@@ -1,5 +1,5 @@
-//! Parked events that waited too long: handed to the dead letters, their cases' state rewritten
-//! once every dead letter of the batch is acknowledged.
+//! Parked events that waited too long: handed to the dead letters, their state entries deleted
+//! (tombstones) once every dead letter of the batch is acknowledged.
 
 use super::{Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
@@ -28,13 +28,10 @@ impl Pipeline {
             if expired.is_empty() {
                 continue;
             }
-            let mut cases: Vec<String> = expired.iter().map(|e| e.case.clone()).collect();
-            cases.sort();
-            cases.dedup();
-            let records: Vec<StateRecord> = cases
-                .into_iter()
-                .map(|c| {
-                    let key = crate::engine::StateKey::Case(c);
+            let records: Vec<StateRecord> = expired
+                .iter()
+                .map(|e| {
+                    let key = crate::engine::StateKey::Parked(e.case.clone(), e.seq);
                     StateRecord {
                         key: key.to_record_key(),
                         value: state.entry_json(&key),
