@@ -5,6 +5,7 @@
 //! the first record that needs one arrives: after an assignment, restoring one at a time made each
 //! wait for the previous (on Tansu ~0.1–0.5 s each; on a cluster it grows with the state's size).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -129,7 +130,10 @@ fn read_partition(
     reader
         .assign(&tpl)
         .map_err(|e| format!("cannot read state topic {topic}: {e}"))?;
-    let mut state = EngineState::default();
+    // The last value of each key, as compaction would keep it (offset for error messages). Only
+    // these are decoded: decoding every record built and freed a parked event for each park and
+    // release ever written, and the freed memory stayed resident between the live state's pieces.
+    let mut latest: HashMap<Vec<u8>, (i64, Option<Vec<u8>>)> = HashMap::new();
     let mut records = 0;
     let deadline = Instant::now() + budget;
     loop {
@@ -143,21 +147,23 @@ fn read_partition(
             continue;
         };
         let m = m.map_err(|e| format!("reading state topic {topic}: {e}"))?;
-        if let Some(key) = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(StateKey::parse)
-        {
-            state.restore_entry(&key, m.payload()).map_err(|e| {
-                format!(
-                    "state record at {topic}/{partition}@{} is not valid: {e}",
-                    m.offset()
-                )
-            })?;
+        if let Some(key) = m.key() {
+            latest.insert(key.to_vec(), (m.offset(), m.payload().map(<[u8]>::to_vec)));
             records += 1;
         }
         if m.offset() >= fence {
-            return Ok((state, records));
+            break;
         }
     }
+    drop(reader);
+    let mut state = EngineState::default();
+    for (key, (offset, value)) in latest {
+        let Some(key) = std::str::from_utf8(&key).ok().and_then(StateKey::parse) else {
+            continue; // a fence, or a record that is not ours
+        };
+        state.restore_entry(&key, value.as_deref()).map_err(|e| {
+            format!("state record at {topic}/{partition}@{offset} is not valid: {e}")
+        })?;
+    }
+    Ok((state, records))
 }
