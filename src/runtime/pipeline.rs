@@ -58,6 +58,13 @@ pub struct StateRecord {
     partition: i32,
 }
 
+impl super::tracker::Keyed for StateRecord {
+    type Key<'a> = &'a str;
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 pub struct Pipeline {
     pub settings: Settings,
     pub engine: Engine,
@@ -72,10 +79,8 @@ pub struct Pipeline {
     direct: HashMap<(u32, SourceKind), bool>,
     tps: Vec<(String, i32)>,
     tp_index: HashMap<(String, i32), u32>,
-    trackers: HashMap<u32, PartitionTracker<StateRecord>>,
-    /// Input records in flight, per input partition, by intake sequence number (for dead letters on
-    /// failure).
-    sources: HashMap<u32, std::collections::BTreeMap<i64, SourceRecord>>,
+    /// Records in flight per input partition, each with its original (for dead letters on failure).
+    trackers: HashMap<u32, PartitionTracker<StateRecord, SourceRecord>>,
     states: HashMap<i32, EngineState>,
     expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
     next_batch: i64,
@@ -123,7 +128,6 @@ impl Pipeline {
             tps: Vec::new(),
             tp_index: HashMap::new(),
             trackers: HashMap::new(),
-            sources: HashMap::new(),
             states: HashMap::new(),
             expiry_batches: HashMap::new(),
             next_batch: 0,
@@ -165,7 +169,7 @@ impl Pipeline {
             match event {
                 Event::Shutdown => break,
                 Event::Delivery(d) => {
-                    let result = self.on_delivery(d).await;
+                    let result = self.on_deliveries(d, deliveries).await;
                     self.settle(result)?
                 }
                 Event::Message(Ok(record)) => {
@@ -316,7 +320,6 @@ impl Pipeline {
                     self.in_flight -= t.len();
                     *t = PartitionTracker::starting_at(t.next_seq());
                 }
-                self.sources.remove(&tp);
             }
             if topic == self.topics.cases {
                 self.drop_states(Some(partition));

@@ -13,21 +13,48 @@
 //! that it and every record before it are fully acknowledged. Never a later offset past an unfinished
 //! earlier one. This module is pure; the pipeline feeds it acknowledgements.
 //!
+//! Why state writes are coalesced: a pass of [`PartitionTracker::advance`] releases the state writes
+//! of every record whose commands are now acknowledged. When two of them write the same key, only
+//! the later write is sent (compaction keeps only the last value anyway; on a backfill, consecutive
+//! records touch the same case and customer again and again). The earlier record then finishes only
+//! with the record that holds its write: its offset is never committed before the value that
+//! contains its effect is acknowledged.
+//!
 //! Why records are keyed by an intake sequence number, not by offset: a consumer can go back (an
 //! offset reset to an end the broker reports late, a log truncated by an unclean leader election),
 //! and the same offset then arrives twice. Keyed by offset, acknowledgements found the wrong entry and
 //! the partition never completed again: commits stopped and intake paused for good (seen on Tansu
 //! with `auto.offset.reset = latest`). "Before" means "taken in earlier", whatever the offsets say.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 
-struct Entry<T> {
+/// A state write: what it writes to. Two writes with the same key replace each other.
+pub trait Keyed {
+    type Key<'a>: Hash + Eq
+    where
+        Self: 'a;
+    fn key(&self) -> Self::Key<'_>;
+}
+
+struct Entry<T, S> {
     seq: i64,
     offset: i64,
     phase1_left: usize,
     phase2: Option<Vec<T>>,
     phase2_left: usize,
     phase2_sent: bool,
+    /// The last record holding a state write that replaced one of this record's: it finishes no
+    /// earlier than that one (its own sequence number when none did).
+    held_until: i64,
+    /// What the pipeline keeps with the record while it is in flight (its original, for dead letters).
+    source: S,
+}
+
+impl<T, S> Entry<T, S> {
+    fn acknowledged(&self) -> bool {
+        self.phase1_left == 0 && self.phase2_sent && self.phase2_left == 0
+    }
 }
 
 /// One input partition's records between intake and full acknowledgement.
@@ -36,15 +63,15 @@ struct Entry<T> {
 /// their entry by binary search (sequence numbers are increasing), and `advance` resumes where its last pass
 /// stopped instead of walking entries that already sent their state (a linear walk made a backlog of
 /// 20,000 in-flight records quadratic).
-pub struct PartitionTracker<T> {
-    entries: VecDeque<Entry<T>>,
+pub struct PartitionTracker<T, S = ()> {
+    entries: VecDeque<Entry<T, S>>,
     /// How many leading entries have sent their phase 2 (the next pass starts there).
     sent: usize,
     /// The sequence number of the next record taken in.
     next_seq: i64,
 }
 
-impl<T> Default for PartitionTracker<T> {
+impl<T, S> Default for PartitionTracker<T, S> {
     fn default() -> Self {
         PartitionTracker {
             entries: VecDeque::new(),
@@ -63,7 +90,7 @@ pub struct Ready<T> {
     pub done_through: Option<i64>,
 }
 
-impl<T> PartitionTracker<T> {
+impl<T: Keyed, S> PartitionTracker<T, S> {
     /// An empty tracker whose first record gets `next_seq`: for a partition taken back after a
     /// revoke, so that late acknowledgements of its earlier records match nothing.
     pub fn starting_at(next_seq: i64) -> Self {
@@ -84,8 +111,8 @@ impl<T> PartitionTracker<T> {
     }
 
     /// The record at `offset` entered the pipeline as number `seq` (from [`Self::next_seq`]), with
-    /// `phase1` outputs already sent and `phase2` waiting.
-    pub fn begin(&mut self, seq: i64, offset: i64, phase1: usize, phase2: Vec<T>) {
+    /// `phase1` outputs already sent and `phase2` waiting; `source` is kept with it until it finishes.
+    pub fn begin(&mut self, seq: i64, offset: i64, phase1: usize, phase2: Vec<T>, source: S) {
         assert_eq!(seq, self.next_seq, "records are taken in one at a time");
         self.next_seq += 1;
         self.entries.push_back(Entry {
@@ -95,7 +122,15 @@ impl<T> PartitionTracker<T> {
             phase2: Some(phase2),
             phase2_left: 0,
             phase2_sent: false,
+            held_until: seq,
+            source,
         });
+    }
+
+    /// What record `seq` was taken in with, while it is in flight.
+    pub fn source(&self, seq: i64) -> Option<&S> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        self.entries.get(i).map(|e| &e.source)
     }
 
     /// One output of record `seq` was acknowledged.
@@ -116,55 +151,129 @@ impl<T> PartitionTracker<T> {
         }
     }
 
-    fn entry(&mut self, seq: i64) -> Option<&mut Entry<T>> {
+    fn entry(&mut self, seq: i64) -> Option<&mut Entry<T, S>> {
         let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
         self.entries.get_mut(i)
     }
 
-    /// Moves the partition forward: which phase-2 records to send, and how far it is done.
+    /// Moves the partition forward: which phase-2 records to send (coalesced by key within this
+    /// pass), and how far it is done.
     pub fn advance(&mut self) -> Ready<T> {
-        let mut send = Vec::new();
-        for e in self.entries.range_mut(self.sent..) {
+        let from = self.sent;
+        for e in self.entries.range(from..) {
             if e.phase1_left > 0 {
                 break; // later records must not write state before this one
             }
+            self.sent += 1;
+        }
+        let pass = from..self.sent;
+        if pass.len() == 1 {
+            // One record: its writes have distinct keys already.
+            let e = &mut self.entries[from];
             let records = e.phase2.take().unwrap_or_default();
             e.phase2_left = records.len();
             e.phase2_sent = true;
-            self.sent += 1;
+            let send = if records.is_empty() {
+                Vec::new()
+            } else {
+                vec![(e.seq, records)]
+            };
+            return Ready {
+                send,
+                done_through: self.finish(),
+            };
+        }
+        // Which record of the pass writes each key last.
+        let mut last: HashMap<T::Key<'_>, i64> = HashMap::new();
+        for e in self.entries.range(pass.clone()) {
+            for r in e.phase2.iter().flatten() {
+                last.insert(r.key(), e.seq);
+            }
+        }
+        let mut kept: Vec<(usize, Vec<bool>, i64)> = Vec::new();
+        for (i, e) in self.entries.range(pass.clone()).enumerate() {
+            let mut held_until = e.seq;
+            let keep: Vec<bool> = e
+                .phase2
+                .iter()
+                .flatten()
+                .map(|r| {
+                    let writer = last[&r.key()];
+                    held_until = held_until.max(writer);
+                    writer == e.seq
+                })
+                .collect();
+            kept.push((from + i, keep, held_until));
+        }
+        drop(last);
+        let mut send = Vec::new();
+        for (i, keep, held_until) in kept {
+            let e = &mut self.entries[i];
+            let mut keep = keep.into_iter();
+            let records: Vec<T> = e
+                .phase2
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|_| keep.next().unwrap_or(true))
+                .collect();
+            e.phase2_left = records.len();
+            e.phase2_sent = true;
+            e.held_until = held_until;
             if !records.is_empty() {
                 send.push((e.seq, records));
             }
         }
-        let mut done_through = None;
-        while let Some(e) = self.entries.front() {
-            if e.phase1_left == 0 && e.phase2_sent && e.phase2_left == 0 {
-                done_through = Some(e.offset);
-                self.entries.pop_front();
-                self.sent -= 1;
-            } else {
-                break;
-            }
+        Ready {
+            send,
+            done_through: self.finish(),
         }
-        Ready { send, done_through }
+    }
+
+    /// Removes the acknowledged records at the front, a record held by a later one only together
+    /// with it; returns the offset of the last one removed.
+    fn finish(&mut self) -> Option<i64> {
+        let mut done_through = None;
+        'front: while !self.entries.is_empty() {
+            let mut until = self.entries[0].held_until;
+            let mut i = 0;
+            loop {
+                let Some(e) = self.entries.get(i) else {
+                    break 'front; // cannot happen: a holder is taken in after what it holds
+                };
+                if !e.acknowledged() {
+                    break 'front;
+                }
+                until = until.max(e.held_until);
+                if e.seq >= until {
+                    break;
+                }
+                i += 1;
+            }
+            for e in self.entries.drain(..=i) {
+                done_through = Some(e.offset);
+            }
+            self.sent -= i + 1;
+        }
+        done_through
     }
 
     /// The oldest unfinished record, as a sentence: what a stuck partition waits for.
     pub fn head(&self) -> Option<String> {
         self.entries.front().map(|e| {
             format!(
-                "offset {} waits for {} command acknowledgement(s) and {} state acknowledgement(s){}",
+                "offset {} waits for {} command acknowledgement(s) and {} state acknowledgement(s){}{}",
                 e.offset,
                 e.phase1_left,
                 e.phase2_left,
-                if e.phase2_sent { "" } else { "; its state is not sent yet" }
+                if e.phase2_sent { "" } else { "; its state is not sent yet" },
+                if e.held_until > e.seq {
+                    "; a later record's state write holds its effect"
+                } else {
+                    ""
+                }
             )
         })
-    }
-
-    /// The sequence number of the oldest unfinished record (the next one's when none is).
-    pub fn oldest_seq(&self) -> i64 {
-        self.entries.front().map_or(self.next_seq, |e| e.seq)
     }
 
     /// Records not yet fully acknowledged.
@@ -181,10 +290,32 @@ impl<T> PartitionTracker<T> {
 mod tests {
     use super::*;
 
+    impl Keyed for &str {
+        type Key<'a>
+            = &'a str
+        where
+            Self: 'a;
+        fn key(&self) -> &str {
+            self
+        }
+    }
+
+    impl Keyed for i64 {
+        type Key<'a> = i64;
+        fn key(&self) -> i64 {
+            *self
+        }
+    }
+
     /// Takes in the record at `offset`; returns its sequence number.
-    fn take<T>(t: &mut PartitionTracker<T>, offset: i64, phase1: usize, phase2: Vec<T>) -> i64 {
+    fn take<T: Keyed>(
+        t: &mut PartitionTracker<T>,
+        offset: i64,
+        phase1: usize,
+        phase2: Vec<T>,
+    ) -> i64 {
         let seq = t.next_seq();
-        t.begin(seq, offset, phase1, phase2);
+        t.begin(seq, offset, phase1, phase2, ());
         seq
     }
 
@@ -256,8 +387,8 @@ mod tests {
         let order: Vec<i64> = r.send.iter().flat_map(|(_, s)| s.clone()).collect();
         assert_eq!(
             order,
-            vec![27710, 27711, 27712, 27710, 27711, 27712, 27713],
-            "state in intake order"
+            vec![27710, 27711, 27712, 27713],
+            "each state key once, from the last record that writes it"
         );
         for seq in first.iter().chain(&again) {
             t.ack(*seq, 2);
@@ -268,6 +399,55 @@ mod tests {
             "done through the last record taken in"
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_state_write_replaced_by_a_later_records_is_not_sent_and_its_record_finishes_with_that_one() {
+        let mut t = PartitionTracker::default();
+        let a = take(&mut t, 1, 1, vec!["case-1", "customer-7"]);
+        let b = take(&mut t, 2, 1, vec!["case-1"]);
+        let c = take(&mut t, 3, 1, vec!["case-2"]);
+        let d = take(&mut t, 4, 1, vec!["customer-7"]);
+        for seq in [a, b, c, d] {
+            t.ack(seq, 1);
+        }
+        let r = t.advance();
+        assert_eq!(
+            r.send,
+            vec![(b, vec!["case-1"]), (c, vec!["case-2"]), (d, vec!["customer-7"])],
+            "record 1's two writes are replaced by records 2 and 4"
+        );
+        assert_eq!(r.done_through, None);
+        t.ack(b, 2);
+        t.ack(c, 2);
+        assert_eq!(
+            t.advance().done_through,
+            None,
+            "record 1's customer write is record 4's: offsets 1..3 wait for it"
+        );
+        assert!(t.head().unwrap().contains("a later record's state write holds its effect"));
+        t.ack(d, 2);
+        assert_eq!(t.advance().done_through, Some(4));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn writes_released_in_different_passes_are_all_sent() {
+        let mut t = PartitionTracker::default();
+        let a = take(&mut t, 1, 1, vec!["case-1"]);
+        let b = take(&mut t, 2, 1, vec!["case-1"]);
+        t.ack(a, 1);
+        assert_eq!(t.advance().send, vec![(a, vec!["case-1"])]);
+        t.ack(b, 1);
+        assert_eq!(
+            t.advance().send,
+            vec![(b, vec!["case-1"])],
+            "already sent, so not replaced"
+        );
+        t.ack(b, 2);
+        assert_eq!(t.advance().done_through, None, "record 1 still waits for its own write");
+        t.ack(a, 2);
+        assert_eq!(t.advance().done_through, Some(2));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
@@ -42,8 +43,7 @@ impl Pipeline {
         self.trackers
             .entry(tp)
             .or_default()
-            .begin(seq, offset, phase1, phase2);
-        self.sources.entry(tp).or_default().insert(seq, source);
+            .begin(seq, offset, phase1, phase2, source);
         self.in_flight += 1;
         Ok(())
     }
@@ -135,7 +135,42 @@ impl Pipeline {
             .map_err(|e| self.send_error(e))
     }
 
+    /// Handles `first` and every delivery report already waiting (up to a bound), then moves each
+    /// partition they touched forward once: one pass over many acknowledgements releases the state
+    /// writes of many records together, and the tracker coalesces those that write the same key.
+    pub(super) async fn on_deliveries(
+        &mut self,
+        first: Delivery,
+        more: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), RuntimeError> {
+        const BATCH: usize = 4096;
+        let mut touched: Vec<u32> = Vec::new();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(d) = next {
+            if let Some(tp) = self.acknowledge(d).await? {
+                if !touched.contains(&tp) {
+                    touched.push(tp);
+                }
+            }
+            n += 1;
+            next = if n < BATCH { more.try_recv().ok() } else { None };
+        }
+        for tp in touched {
+            self.advance(tp).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
+        if let Some(tp) = self.acknowledge(d).await? {
+            self.advance(tp).await?;
+        }
+        Ok(())
+    }
+
+    /// Records one delivery report; returns the input partition to move forward, if any.
+    async fn acknowledge(&mut self, d: Delivery) -> Result<Option<u32>, RuntimeError> {
         let Token { tp, seq, phase } = d.token;
         match phase {
             Phase::ExpiryDeadLetter | Phase::ExpiryState => {
@@ -147,7 +182,7 @@ impl Pipeline {
                 if phase == Phase::ExpiryDeadLetter {
                     self.expiry_acked(seq).await?;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Phase::One | Phase::Two => {}
         }
@@ -161,11 +196,11 @@ impl Pipeline {
                     txn.failed.get_or_insert(msg);
                 }
             }
-            return Ok(());
+            return Ok(None);
         }
         if !self.trackers.get(&tp).is_some_and(|t| t.holds(seq)) {
             // A record of a revoked partition: it will be processed again by the partition's owner.
-            return Ok(());
+            return Ok(None);
         }
         if let Some((code, msg)) = d.error {
             let too_large = matches!(
@@ -175,7 +210,10 @@ impl Pipeline {
             match (
                 phase,
                 too_large,
-                self.sources.get(&tp).and_then(|s| s.get(&seq)).cloned(),
+                self.trackers
+                    .get(&tp)
+                    .and_then(|t| t.source(seq))
+                    .cloned(),
             ) {
                 (Phase::One, true, Some(source)) => {
                     let dl = DeadLetter::from_produce(source, msg);
@@ -191,7 +229,7 @@ impl Pipeline {
         if let Some(t) = self.trackers.get_mut(&tp) {
             t.ack(seq, if phase == Phase::One { 1 } else { 2 });
         }
-        self.advance(tp).await
+        Ok(Some(tp))
     }
 
     /// Sends record `seq`'s state writes (its phase 2), in order.
@@ -240,11 +278,6 @@ impl Pipeline {
             self.send_states(tp, seq, records).await?;
         }
         if let Some(done) = ready.done_through {
-            if let Some(sources) = self.sources.get_mut(&tp) {
-                // Records finished leave in intake order: keep those from the oldest unfinished on.
-                let next = self.trackers.get(&tp).map_or(0, |t| t.oldest_seq());
-                *sources = sources.split_off(&next);
-            }
             let (topic, partition) = self.tps[tp as usize].clone();
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(done + 1))

@@ -144,7 +144,6 @@ impl Pipeline {
             .subscribe(&names)
             .map_err(|e| RuntimeError::Kafka(format!("cannot resubscribe after an abort: {e}")))?;
         self.trackers.clear();
-        self.sources.clear();
         self.in_flight = 0;
         Ok(())
     }
