@@ -33,6 +33,21 @@ pub struct ConfigProblems(pub Vec<ConfigProblem>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldMap(pub Vec<(String, String)>);
 
+impl FieldMap {
+    /// The table as (target, source) positions in the two entities' `TEXT_FIELDS` (the names were
+    /// checked against those lists when the table was loaded; a name not found is left out).
+    pub fn positions(&self, targets: &[&str], sources: &[&str]) -> Vec<(usize, usize)> {
+        self.0
+            .iter()
+            .filter_map(|(t, s)| {
+                let t = targets.iter().position(|n| n == t)?;
+                let s = sources.iter().position(|n| n == s)?;
+                Some((t, s))
+            })
+            .collect()
+    }
+}
+
 /// A text template with `{Field}` placeholders, checked against the fields that can fill it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(Vec<Piece>);

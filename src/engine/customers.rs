@@ -13,7 +13,6 @@ use super::state::{CustomerLink, Origin, StateKey};
 use super::{
     ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason, SkipReason,
 };
-use crate::mapping::FieldMap;
 use crate::model::{
     Account, AlertKind, Change, ChangeHeader, Command, Contact, CustomerUpsert, Operation,
 };
@@ -29,8 +28,10 @@ struct Candidate<'a> {
     /// Whether the `sellable` filter selects it on its own (msdyn_sellable / customertypecode = 3).
     sellable: bool,
     party_type: &'a str,
-    map: &'a FieldMap,
-    field: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// (CustomerUpsert field, source field) positions.
+    map: &'a [(usize, usize)],
+    /// The source's text field at a position of its `TEXT_FIELDS`.
+    field: &'a dyn Fn(usize) -> Option<&'a str>,
 }
 
 impl Engine {
@@ -51,8 +52,8 @@ impl Engine {
                 integration_key: non_empty(&r.msdyn_contactpersonid),
                 sellable: r.msdyn_sellable == Some(true),
                 party_type: &self.cfg.person_party_type,
-                map: &self.cfg.contact_to_person,
-                field: &|f| r.text_field(f),
+                map: &self.maps.contact_to_person,
+                field: &|f| Contact::TEXT_GETTERS[f](r),
             },
             out,
         )
@@ -75,8 +76,8 @@ impl Engine {
                 integration_key: non_empty(&r.accountnumber),
                 sellable: r.customertypecode == Some(3),
                 party_type: &self.cfg.organization_party_type,
-                map: &self.cfg.account_to_organization,
-                field: &|f| r.text_field(f),
+                map: &self.maps.account_to_organization,
+                field: &|f| Account::TEXT_GETTERS[f](r),
             },
             out,
         )
@@ -173,8 +174,8 @@ impl Engine {
             party_type: c.party_type.to_string(),
             ..CustomerUpsert::default()
         };
-        for (target, source) in &c.map.0 {
-            customer.set_text_field(target, (c.field)(source).map(str::to_string));
+        for &(target, source) in c.map {
+            CustomerUpsert::TEXT_SETTERS[target](&mut customer, (c.field)(source).map(str::to_string));
         }
         customer
             .customer_group_id
@@ -238,33 +239,39 @@ impl Engine {
     }
 }
 
-/// A stable 64-bit FNV-1a digest of the customer's fields (not of ids that vary per change). Stable
-/// across builds and Rust versions, unlike `DefaultHasher`, because it is persisted in state.
+/// A stable 64-bit digest of the customer's fields (not of ids that vary per change). Stable across
+/// builds and Rust versions, unlike `DefaultHasher`, because it is persisted in state.
 ///
-/// Each field is fed as a presence byte, its length and its bytes, in declaration order, so no two
-/// different customers share an encoding. (It used to hash the JSON text; serializing it was ~7% of
-/// the per-record transform. A state written before hashes differently once: that customer's next
+/// Each field is fed as one word (0 when absent, else 1 + its length) and then its bytes, eight at a
+/// time, zero-padded, in declaration order: no two different customers share an encoding. Each step
+/// `h = (rotl(h, 5) ^ word) * K` is a bijection of `h` for a given word, so two customers that differ
+/// in one word never collide. (Byte-at-a-time FNV-1a was ~8% of the contact → customer transform;
+/// JSON text before it, ~7%. A state written before hashes differently once: that customer's next
 /// edit is sent even if unchanged, which its upsert absorbs.)
 fn digest(customer: &CustomerUpsert) -> u64 {
-    struct Fnv(u64);
-    impl Fnv {
-        fn bytes(&mut self, buf: &[u8]) {
-            for b in buf {
-                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            }
+    struct Words(u64);
+    impl Words {
+        fn word(&mut self, w: u64) {
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
         fn field(&mut self, value: Option<&str>) {
-            match value {
-                None => self.bytes(&[0]),
-                Some(v) => {
-                    self.bytes(&[1]);
-                    self.bytes(&(v.len() as u64).to_le_bytes());
-                    self.bytes(v.as_bytes());
-                }
+            let Some(v) = value else {
+                return self.word(0);
+            };
+            self.word(1 + v.len() as u64);
+            let mut chunks = v.as_bytes().chunks_exact(8);
+            for c in &mut chunks {
+                self.word(u64::from_le_bytes(c.try_into().expect("eight bytes")));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut last = [0u8; 8];
+                last[..rest.len()].copy_from_slice(rest);
+                self.word(u64::from_le_bytes(last));
             }
         }
     }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = Words(0xcbf2_9ce4_8422_2325);
     h.field(Some(&customer.data_area_id));
     h.field(Some(&customer.customer_account));
     h.field(Some(&customer.party_type));
@@ -305,7 +312,15 @@ mod digest_tests {
             caused_by: "another change".into(),
             ..base.clone()
         };
+        let with_name = |name: &str| {
+            digest(&CustomerUpsert {
+                person_first_name: Some(name.into()),
+                ..base.clone()
+            })
+        };
         let d = digest(&base);
+        assert_ne!(with_name("Anastasia"), with_name("Anastasio"), "a change past the first eight bytes");
+        assert_ne!(with_name("Ana"), with_name("Ana\0"), "zero padding is not a value");
         assert_ne!(d, digest(&empty), "absent is not empty");
         assert_ne!(d, digest(&shifted), "the same value in another field");
         assert_ne!(d, digest(&joined), "field boundaries count");

@@ -36,6 +36,15 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone)]
 pub struct Engine {
     cfg: EngineConfig,
+    /// The mapping tables as field positions, resolved once (see [`crate::mapping::FieldMap::positions`]).
+    maps: Maps,
+}
+
+#[derive(Debug, Clone)]
+struct Maps {
+    prospect_to_lead: Vec<(usize, usize)>,
+    contact_to_person: Vec<(usize, usize)>,
+    account_to_organization: Vec<(usize, usize)>,
 }
 
 /// What applying events produced: commands in decision order, and the state entries changed.
@@ -57,7 +66,19 @@ impl Out {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine { cfg }
+        use crate::model::{Account, Contact, CustomerUpsert, LeadUpsert, Prospect};
+        let maps = Maps {
+            prospect_to_lead: cfg
+                .prospect_to_lead
+                .positions(LeadUpsert::TEXT_FIELDS, Prospect::TEXT_FIELDS),
+            contact_to_person: cfg
+                .contact_to_person
+                .positions(CustomerUpsert::TEXT_FIELDS, Contact::TEXT_FIELDS),
+            account_to_organization: cfg
+                .account_to_organization
+                .positions(CustomerUpsert::TEXT_FIELDS, Account::TEXT_FIELDS),
+        };
+        Engine { cfg, maps }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -132,7 +153,8 @@ impl Engine {
         }
     }
 
-    /// Removes and returns every parked event that has waited `parking.timeout_seconds` or longer.
+    /// Removes and returns every parked event that has waited `parking.timeout_seconds` or longer, in
+    /// case-key order and, within a case, in parking order.
     pub fn expire(&self, state: &mut EngineState, now_ms: i64) -> Vec<Expired> {
         let mut expired = Vec::new();
         for (key, case) in state.cases.iter_mut() {
@@ -152,6 +174,7 @@ impl Engine {
                 reason: p.reason,
             }));
         }
+        expired.sort_by(|a, b| (&a.case, a.seq).cmp(&(&b.case, b.seq)));
         expired
     }
 

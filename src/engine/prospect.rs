@@ -164,8 +164,11 @@ impl Engine {
             partnersync_prospectkey: ids::prospect_key(company, &r.prospect_id),
             ..LeadUpsert::default()
         };
-        for (target, source) in &self.cfg.prospect_to_lead.0 {
-            lead.set_text_field(target, r.text_field(source).map(str::to_string));
+        for &(target, source) in &self.maps.prospect_to_lead {
+            LeadUpsert::TEXT_SETTERS[target](
+                &mut lead,
+                Prospect::TEXT_GETTERS[source](r).map(str::to_string),
+            );
         }
         lead.subject = Some(self.cfg.lead_subject.render(|f| placeholder(r, company, f)));
         lead

@@ -47,6 +47,15 @@ macro_rules! entity {
                 }
             }
 
+            /// Readers of the text fields, in `TEXT_FIELDS` order. A mapping table resolved to
+            /// positions at start-up applies without comparing field names per record.
+            pub const TEXT_GETTERS: &'static [fn(&Self) -> Option<&str>] =
+                &[$( |s: &Self| s.$tfield.as_deref(), )*];
+
+            /// Writers of the text fields, in `TEXT_FIELDS` order.
+            pub const TEXT_SETTERS: &'static [fn(&mut Self, Option<String>)] =
+                &[$( |s: &mut Self, v: Option<String>| s.$tfield = v, )*];
+
             /// Calls `f` with every text field's value, in declaration order (for digests).
             pub fn for_each_text(&self, mut f: impl FnMut(Option<&str>)) {
                 $( f(self.$tfield.as_deref()); )*
