@@ -15,7 +15,7 @@ use criterion::{criterion_group, Criterion, Throughput};
 use partner_sync::codec::Codec;
 use partner_sync::engine::{Engine, EngineState};
 use partner_sync::mapping::EngineConfig;
-use partner_sync::model::{Change, ChangeEvent, Contact};
+use partner_sync::model::{Change, ChangeEvent, Contact, SourceKind};
 use partner_sync::story;
 
 const PROSPECTS: usize = 2_000;
@@ -26,7 +26,7 @@ fn events(engine: &Engine) -> Vec<ChangeEvent> {
 
 /// A state that has seen every story, and 12 edits of each case's first contact (a changed phone
 /// number each), encoded: the contact → customer path on known customers.
-fn contact_edits(engine: &Engine, codec: &Codec) -> (EngineState, Vec<Vec<u8>>) {
+fn contact_edits(engine: &Engine, codec: &Codec) -> (EngineState, Vec<(SourceKind, Vec<u8>)>) {
     let story = story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000);
     let mut state = EngineState::default();
     let mut edits = Vec::new();
@@ -45,11 +45,58 @@ fn contact_edits(engine: &Engine, codec: &Codec) -> (EngineState, Vec<Vec<u8>>) 
                 e.header.version += 100 + n;
                 e.header.change_id = format!("{}-edit-{n}", c.header.change_id);
                 e.record.telephone1 = Some(format!("+1 206 555 {n:04}"));
-                edits.push(codec.encode_event(&ChangeEvent::Contact(e)).unwrap());
+                edits.push(encode(codec, &ChangeEvent::Contact(e)));
             }
         }
     }
     (state, edits)
+}
+
+fn encode(codec: &Codec, e: &ChangeEvent) -> (SourceKind, Vec<u8>) {
+    (e.kind(), codec.encode_event(e).unwrap())
+}
+
+/// The per-record transform of the pipeline over `records`: Avro decode, engine, command encode.
+fn transform_all(
+    engine: &Engine,
+    codec: &Codec,
+    state: &mut EngineState,
+    records: &[(SourceKind, Vec<u8>)],
+) {
+    for (kind, body) in records {
+        let event = codec
+            .decode_event(*kind, codec.event_schema(*kind), body)
+            .unwrap();
+        for command in engine.apply(state, event, 0).commands {
+            black_box(codec.encode_command(&command).unwrap());
+        }
+    }
+}
+
+/// Criterion over [`transform_all`], starting each iteration from a copy of `start` (made, and the
+/// final state dropped, outside the timing: the pipeline keeps its state).
+fn bench_transform(
+    c: &mut Criterion,
+    group: &str,
+    start: &EngineState,
+    records: &[(SourceKind, Vec<u8>)],
+) {
+    let engine = Engine::new(EngineConfig::defaults());
+    let codec = Codec::new();
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(20);
+    group.bench_function("decode + apply + encode", |b| {
+        b.iter_batched(
+            || start.clone(),
+            |mut state| {
+                transform_all(&engine, &codec, &mut state, records);
+                state
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 fn engine_alone(c: &mut Criterion) {
@@ -78,60 +125,14 @@ fn engine_alone(c: &mut Criterion) {
 fn transform(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::defaults());
     let codec = Codec::new();
-    let encoded: Vec<_> = events(&engine)
-        .iter()
-        .map(|e| (e.kind(), codec.encode_event(e).unwrap()))
-        .collect();
-    let mut group = c.benchmark_group("transform");
-    group.throughput(Throughput::Elements(encoded.len() as u64));
-    group.sample_size(20);
-    group.bench_function("decode + apply + encode", |b| {
-        b.iter_batched(
-            EngineState::default,
-            |mut state| {
-                for (kind, body) in &encoded {
-                    let event = codec
-                        .decode_event(*kind, codec.event_schema(*kind), body)
-                        .unwrap();
-                    for command in engine.apply(&mut state, event, 0).commands {
-                        black_box(codec.encode_command(&command).unwrap());
-                    }
-                }
-                // Returned, so it is dropped outside the timing: the pipeline keeps its state.
-                state
-            },
-            criterion::BatchSize::PerIteration,
-        )
-    });
-    group.finish();
+    let encoded: Vec<_> = events(&engine).iter().map(|e| encode(&codec, e)).collect();
+    bench_transform(c, "transform", &EngineState::default(), &encoded);
 }
 
 fn contact_to_customer(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::defaults());
-    let codec = Codec::new();
-    let (known, edits) = contact_edits(&engine, &codec);
-    let kind = partner_sync::model::SourceKind::Contact;
-    let mut group = c.benchmark_group("contact edit to customer upsert");
-    group.throughput(Throughput::Elements(edits.len() as u64));
-    group.sample_size(20);
-    group.bench_function("decode + apply + encode", |b| {
-        b.iter_batched(
-            || known.clone(),
-            |mut state| {
-                for body in &edits {
-                    let event = codec
-                        .decode_event(kind, codec.event_schema(kind), body)
-                        .unwrap();
-                    for command in engine.apply(&mut state, event, 0).commands {
-                        black_box(codec.encode_command(&command).unwrap());
-                    }
-                }
-                state
-            },
-            criterion::BatchSize::PerIteration,
-        )
-    });
-    group.finish();
+    let (known, edits) = contact_edits(&engine, &Codec::new());
+    bench_transform(c, "contact edit to customer upsert", &known, &edits);
 }
 
 /// One plain timed pass of each, printed as ns/record and records/s, for humans and the README.
@@ -144,11 +145,14 @@ fn summary() {
     let mut best_transform = f64::MAX;
     let mut best_contact = f64::MAX;
     let (known, edits) = contact_edits(&engine, &codec);
-    let contact = partner_sync::model::SourceKind::Contact;
-    let encoded: Vec<_> = evs
-        .iter()
-        .map(|e| (e.kind(), codec.encode_event(e).unwrap()))
-        .collect();
+    let encoded: Vec<_> = evs.iter().map(|e| encode(&codec, e)).collect();
+    // ns per record of one pass over `records` from a copy of `start` (copied before the clock).
+    let timed = |start: &EngineState, records: &[(SourceKind, Vec<u8>)]| {
+        let mut state = start.clone();
+        let clock = Instant::now();
+        transform_all(&engine, &codec, &mut state, records);
+        clock.elapsed().as_nanos() as f64 / records.len() as f64
+    };
     for _ in 0..5 {
         let batch = evs.clone();
         let start = Instant::now();
@@ -158,30 +162,8 @@ fn summary() {
         }
         best_engine = best_engine.min(start.elapsed().as_nanos() as f64 / n);
         drop(state); // after the clock: the pipeline keeps its state
-        let start = Instant::now();
-        let mut state = EngineState::default();
-        for (kind, body) in &encoded {
-            let event = codec
-                .decode_event(*kind, codec.event_schema(*kind), body)
-                .unwrap();
-            for command in engine.apply(&mut state, event, 0).commands {
-                black_box(codec.encode_command(&command).unwrap());
-            }
-        }
-        best_transform = best_transform.min(start.elapsed().as_nanos() as f64 / n);
-        drop(state);
-        let mut state = known.clone();
-        let start = Instant::now();
-        for body in &edits {
-            let event = codec
-                .decode_event(contact, codec.event_schema(contact), body)
-                .unwrap();
-            for command in engine.apply(&mut state, event, 0).commands {
-                black_box(codec.encode_command(&command).unwrap());
-            }
-        }
-        best_contact = best_contact.min(start.elapsed().as_nanos() as f64 / edits.len() as f64);
-        drop(state);
+        best_transform = best_transform.min(timed(&EngineState::default(), &encoded));
+        best_contact = best_contact.min(timed(&known, &edits));
     }
     println!("\nsummary ({} records, best of 5, one core):", evs.len());
     println!(

@@ -175,7 +175,10 @@ impl Engine {
             ..CustomerUpsert::default()
         };
         for &(target, source) in c.map {
-            CustomerUpsert::TEXT_SETTERS[target](&mut customer, (c.field)(source).map(str::to_string));
+            CustomerUpsert::TEXT_SETTERS[target](
+                &mut customer,
+                (c.field)(source).map(str::to_string),
+            );
         }
         customer
             .customer_group_id
@@ -319,8 +322,16 @@ mod digest_tests {
             })
         };
         let d = digest(&base);
-        assert_ne!(with_name("Anastasia"), with_name("Anastasio"), "a change past the first eight bytes");
-        assert_ne!(with_name("Ana"), with_name("Ana\0"), "zero padding is not a value");
+        assert_ne!(
+            with_name("Anastasia"),
+            with_name("Anastasio"),
+            "a change past the first eight bytes"
+        );
+        assert_ne!(
+            with_name("Ana"),
+            with_name("Ana\0"),
+            "zero padding is not a value"
+        );
         assert_ne!(d, digest(&empty), "absent is not empty");
         assert_ne!(d, digest(&shifted), "the same value in another field");
         assert_ne!(d, digest(&joined), "field boundaries count");

@@ -223,7 +223,11 @@ impl EngineState {
         let mut keys = Vec::new();
         for (k, case) in &self.cases {
             keys.push(StateKey::Case(k.clone()));
-            keys.extend(case.parked.iter().map(|p| StateKey::Parked(k.clone(), p.seq)));
+            keys.extend(
+                case.parked
+                    .iter()
+                    .map(|p| StateKey::Parked(k.clone(), p.seq)),
+            );
         }
         keys.extend(self.customers.keys().cloned().map(StateKey::Customer));
         keys.extend(self.requesters.keys().cloned().map(StateKey::Requester));

@@ -402,7 +402,8 @@ mod tests {
     }
 
     #[test]
-    fn a_state_write_replaced_by_a_later_records_is_not_sent_and_its_record_finishes_with_that_one() {
+    fn a_state_write_replaced_by_a_later_records_is_not_sent_and_its_record_finishes_with_that_one()
+    {
         let mut t = PartitionTracker::default();
         let a = take(&mut t, 1, 1, vec!["case-1", "customer-7"]);
         let b = take(&mut t, 2, 1, vec!["case-1"]);
@@ -414,7 +415,11 @@ mod tests {
         let r = t.advance();
         assert_eq!(
             r.send,
-            vec![(b, vec!["case-1"]), (c, vec!["case-2"]), (d, vec!["customer-7"])],
+            vec![
+                (b, vec!["case-1"]),
+                (c, vec!["case-2"]),
+                (d, vec!["customer-7"])
+            ],
             "record 1's two writes are replaced by records 2 and 4"
         );
         assert_eq!(r.done_through, None);
@@ -425,7 +430,10 @@ mod tests {
             None,
             "record 1's customer write is record 4's: offsets 1..3 wait for it"
         );
-        assert!(t.head().unwrap().contains("a later record's state write holds its effect"));
+        assert!(t
+            .head()
+            .unwrap()
+            .contains("a later record's state write holds its effect"));
         t.ack(d, 2);
         assert_eq!(t.advance().done_through, Some(4));
         assert!(t.is_empty());
@@ -445,7 +453,11 @@ mod tests {
             "already sent, so not replaced"
         );
         t.ack(b, 2);
-        assert_eq!(t.advance().done_through, None, "record 1 still waits for its own write");
+        assert_eq!(
+            t.advance().done_through,
+            None,
+            "record 1 still waits for its own write"
+        );
         t.ack(a, 2);
         assert_eq!(t.advance().done_through, Some(2));
     }

@@ -154,7 +154,11 @@ impl Pipeline {
                 }
             }
             n += 1;
-            next = if n < BATCH { more.try_recv().ok() } else { None };
+            next = if n < BATCH {
+                more.try_recv().ok()
+            } else {
+                None
+            };
         }
         for tp in touched {
             self.advance(tp).await?;
@@ -210,10 +214,7 @@ impl Pipeline {
             match (
                 phase,
                 too_large,
-                self.trackers
-                    .get(&tp)
-                    .and_then(|t| t.source(seq))
-                    .cloned(),
+                self.trackers.get(&tp).and_then(|t| t.source(seq)).cloned(),
             ) {
                 (Phase::One, true, Some(source)) => {
                     let dl = DeadLetter::from_produce(source, msg);
