@@ -92,10 +92,17 @@ impl Engine {
         let cause = c.header.change_id.as_str();
         let link_key = format!("{}/{}", c.entity, c.id);
 
-        // Find the case, and whether this record is the case's requester/organization.
+        // Find the case, and whether this record is the case's requester/organization. Unlike the
+        // other rules, this one marks its case written only when it changes it: most records are
+        // edits of customers already linked, and rewriting their case each time doubled their
+        // state writes.
         let mut case_company = None;
         if let Some(lead) = c.originating_lead {
-            let case = state.cases.entry(lead.to_string()).or_default();
+            if !state.cases.contains_key(lead) {
+                state.cases.insert(lead.to_string(), Default::default());
+                out.touch(StateKey::Case(lead.to_string()));
+            }
+            let case = state.cases.get_mut(lead).expect("inserted above");
             match case.origin {
                 Origin::Unknown if !selected_alone => {
                     return Disposition::Parked(ParkReason::LeadNotSeen)
@@ -114,11 +121,15 @@ impl Engine {
                         &mut case.account
                     };
                     match slot {
-                        None => *slot = Some(c.id.to_string()),
+                        None => {
+                            *slot = Some(c.id.to_string());
+                            out.touch(StateKey::Case(lead.to_string()));
+                        }
                         Some(first) if first == c.id => {}
                         Some(first) => {
                             let first = first.clone();
                             case.duplicates.insert(c.id.to_string());
+                            out.touch(StateKey::Case(lead.to_string()));
                             let company = case.company.clone();
                             let prospect = case.prospect_id().map(str::to_string);
                             out.push(self.alert(AlertKind::RequalifiedDuplicate,

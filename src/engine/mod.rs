@@ -26,7 +26,7 @@ pub mod state;
 mod tests;
 
 use crate::mapping::EngineConfig;
-use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command};
+use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command, SourceKind};
 pub use outcome::{Decision, Disposition, Expired, ParkReason, Rejection, Released, SkipReason};
 pub use state::{CaseState, EngineState, Outcome, SourceRecord, StateKey};
 
@@ -122,6 +122,7 @@ impl Engine {
     ) -> Decision {
         let mut out = Out::default();
         let disposition = self.apply_one(state, &event, &mut out);
+        let event_kind = event.kind();
         let case = self.case_key(&event);
         let mut released = Vec::new();
         let disposition = match disposition {
@@ -142,7 +143,9 @@ impl Engine {
                 other
             }
         };
-        if state.cases.contains_key(&case) {
+        // The customer rule marks its case itself, only when it changes it (see `customers`).
+        let customer_rule = matches!(event_kind, SourceKind::Contact | SourceKind::Account);
+        if !customer_rule && state.cases.contains_key(&case) {
             out.touch(StateKey::Case(case));
         }
         Decision {
@@ -195,6 +198,7 @@ impl Engine {
         parked.seq = slot.next_parked;
         slot.next_parked += 1;
         let reason = parked.reason;
+        out.touch(StateKey::Case(case.to_string())); // its next_parked changed
         out.touch(StateKey::Parked(case.to_string(), parked.seq));
         slot.parked.push(parked);
         Disposition::Parked(reason)
@@ -219,6 +223,13 @@ impl Engine {
             let mut progressed = false;
             let mut still = Vec::new();
             for parked in waiting {
+                if !matches!(
+                    parked.event.kind(),
+                    SourceKind::Contact | SourceKind::Account
+                ) {
+                    // Rules other than the customer rule do not mark the case they change.
+                    out.touch(StateKey::Case(case.to_string()));
+                }
                 match self.apply_one(state, &parked.event, out) {
                     Disposition::Parked(reason) => {
                         if reason != parked.reason {

@@ -459,6 +459,10 @@ fn a_park_writes_only_the_new_event_and_a_release_deletes_each_parked_entry() {
         !second.contains(&StateKey::Parked(case.clone(), 0)),
         "the first parked event is not written again: {second:?}"
     );
+    assert!(
+        second.contains(&StateKey::Case(case.clone())),
+        "the case is written: the number of its next parked event changed"
+    );
     write(&s, second);
     let case_record = s.entry_json(&StateKey::Case(case.clone())).unwrap();
     assert!(
@@ -484,4 +488,30 @@ fn a_park_writes_only_the_new_event_and_a_release_deletes_each_parked_entry() {
         assert!(released.touched.contains(&key), "{key:?} is written");
         assert_eq!(s.entry_json(&key), None, "{key:?} is a tombstone");
     }
+}
+
+#[test]
+fn an_edit_of_a_linked_contact_writes_its_customer_link_and_not_its_case() {
+    let e = engine();
+    let mut s = EngineState::default();
+    e.apply(&mut s, prospect("P5", "p5@example.com"), 1_000);
+    let first = e.apply(&mut s, contact("P5", "c5"), 1_001);
+    let case = StateKey::Case(e.case_key(&contact("P5", "c5")));
+    assert!(
+        first.touched.contains(&case),
+        "the first contact is linked to its case: {:?}",
+        first.touched
+    );
+    let ChangeEvent::Contact(mut edit) = contact("P5", "c5") else {
+        unreachable!()
+    };
+    edit.header = header("c5-edit", 2);
+    edit.record.jobtitle = Some("Head of purchasing".into());
+    let edited = e.apply(&mut s, ChangeEvent::Contact(edit), 1_002);
+    assert_eq!(edited.disposition, Disposition::Emitted);
+    assert_eq!(
+        edited.touched,
+        vec![StateKey::Customer("contact/c5".into())],
+        "the case did not change"
+    );
 }
