@@ -78,7 +78,8 @@ pub struct Pipeline {
     pub stats: Arc<Stats>,
     direct: HashMap<(u32, SourceKind), bool>,
     tps: Vec<(String, i32)>,
-    tp_index: HashMap<(String, i32), u32>,
+    /// Topic → partition → index into `tps` (looked up per record with the borrowed topic name).
+    tp_index: HashMap<String, HashMap<i32, u32>>,
     /// Records in flight per input partition, each with its original (for dead letters on failure).
     trackers: HashMap<u32, PartitionTracker<StateRecord, SourceRecord>>,
     states: HashMap<i32, EngineState>,
@@ -313,7 +314,7 @@ impl Pipeline {
             }
         }
         for (topic, partition) in revoked {
-            if let Some(tp) = self.tp_index.get(&(topic.clone(), partition)).copied() {
+            if let Some(tp) = self.tp_index_of(&topic, partition) {
                 // Forget its records but not its numbering: acknowledgements of them may still
                 // come, and must not match a record taken in after the partition comes back.
                 if let Some(t) = self.trackers.get_mut(&tp) {
@@ -339,13 +340,20 @@ impl Pipeline {
     }
 
     fn tp(&mut self, topic: &str, partition: i32) -> u32 {
-        if let Some(i) = self.tp_index.get(&(topic.to_string(), partition)) {
-            return *i;
+        if let Some(i) = self.tp_index_of(topic, partition) {
+            return i;
         }
         let i = self.tps.len() as u32;
         self.tps.push((topic.to_string(), partition));
-        self.tp_index.insert((topic.to_string(), partition), i);
+        self.tp_index
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, i);
         i
+    }
+
+    fn tp_index_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        self.tp_index.get(topic)?.get(&partition).copied()
     }
 
     async fn on_record(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {

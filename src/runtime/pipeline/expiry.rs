@@ -18,8 +18,8 @@ impl Pipeline {
             .keys()
             .copied()
             .filter(|p| {
-                let tp = self.tp_index.get(&(self.topics.cases.clone(), *p));
-                tp.is_none_or(|tp| self.trackers.get(tp).is_none_or(PartitionTracker::is_empty))
+                let tp = self.tp_index_of(&self.topics.cases, *p);
+                tp.is_none_or(|tp| self.trackers.get(&tp).is_none_or(PartitionTracker::is_empty))
             })
             .collect();
         for partition in idle {
