@@ -96,7 +96,6 @@ impl Engine {
         // other rules, this one marks its case written only when it changes it: most records are
         // edits of customers already linked, and rewriting their case each time doubled their
         // state writes.
-        let mut case_company = None;
         if let Some(lead) = c.originating_lead {
             if !state.cases.contains_key(lead) {
                 state.cases.insert(lead.to_string(), Default::default());
@@ -148,7 +147,6 @@ impl Engine {
                             return Disposition::Emitted;
                         }
                     }
-                    case_company = Some(case.company.clone()).filter(|s| !s.is_empty());
                 }
             }
         } else if !selected_alone {
@@ -167,21 +165,28 @@ impl Engine {
             return Disposition::Skipped(SkipReason::Deleted);
         }
 
-        let company = existing.map(|l| l.company.clone()).unwrap_or_else(|| {
-            non_empty(&c.header.company)
-                .map(str::to_lowercase)
-                .or(case_company)
-                .unwrap_or_else(|| self.cfg.default_company.clone())
-        });
-        let customer_account = existing
-            .map(|l| l.customer_account.clone())
-            .or_else(|| c.integration_key.map(str::to_string))
-            .unwrap_or_else(|| {
-                ids::customer_account(&self.cfg.customer_account_prefix, c.entity, c.id)
-            });
+        // Fixed at the first sync: a linked customer keeps its legal entity and CustomerAccount.
+        let (company, customer_account) = match existing {
+            Some(l) => (l.company.clone(), l.customer_account.clone()),
+            None => {
+                let case_company = c
+                    .originating_lead
+                    .and_then(|lead| state.cases.get(lead))
+                    .map(|case| case.company.as_str())
+                    .filter(|s| !s.is_empty());
+                let company = non_empty(&c.header.company)
+                    .map(str::to_lowercase)
+                    .or_else(|| case_company.map(str::to_string))
+                    .unwrap_or_else(|| self.cfg.default_company.clone());
+                let account = c.integration_key.map(str::to_string).unwrap_or_else(|| {
+                    ids::customer_account(&self.cfg.customer_account_prefix, c.entity, c.id)
+                });
+                (company, account)
+            }
+        };
         let mut customer = CustomerUpsert {
-            data_area_id: company.clone(),
-            customer_account: customer_account.clone(),
+            data_area_id: company,
+            customer_account,
             party_type: c.party_type.to_string(),
             ..CustomerUpsert::default()
         };
@@ -198,7 +203,6 @@ impl Engine {
             .sales_currency_code
             .get_or_insert_with(|| self.cfg.sales_currency.clone());
         let digest = digest(&customer);
-        let email = customer.primary_contact_email.clone();
 
         let mut emitted = false;
         let key_moved = existing.is_some_and(|l| {
@@ -207,10 +211,11 @@ impl Engine {
         });
         if key_moved {
             let new_key = c.integration_key.unwrap_or_default();
+            let (company, customer_account) = (&customer.data_area_id, &customer.customer_account);
             out.push(self.alert(AlertKind::IntegrationKeyChanged,
                 &link_key,
                 cause,
-                &company,
+                company,
                 None,
                 format!(
                     "The integration key of {} {} changed to {new_key}, but it is linked to Commerce customer {customer_account} \
@@ -224,27 +229,41 @@ impl Engine {
         let unchanged = existing.is_some_and(|l| l.last_sent_digest == digest);
         if !unchanged {
             // Ids only for what is sent: an unchanged edit needs no command id.
-            customer.command_id = ids::command_id(
-                "customer_upsert",
-                &format!("{company}/{customer_account}"),
-                cause,
-            );
+            customer.command_id =
+                ids::customer_command_id(&customer.data_area_id, &customer.customer_account, cause);
             customer.caused_by = cause.to_string();
+        }
+        // The link is updated in place: only what changed is copied.
+        let email = customer.primary_contact_email.as_deref();
+        match state.customers.get_mut(&link_key) {
+            Some(link) => {
+                link.version = c.header.version;
+                link.last_sent_digest = digest;
+                if link.last_key.as_deref() != c.integration_key {
+                    link.last_key = c.integration_key.map(str::to_string);
+                }
+                if link.email.as_deref() != email {
+                    link.email = email.map(str::to_string);
+                }
+                out.touch(StateKey::Customer(link_key));
+            }
+            None => {
+                let link = CustomerLink {
+                    version: c.header.version,
+                    company: customer.data_area_id.clone(),
+                    customer_account: customer.customer_account.clone(),
+                    last_key: c.integration_key.map(str::to_string),
+                    last_sent_digest: digest,
+                    email: email.map(str::to_string),
+                };
+                out.touch(StateKey::Customer(link_key.clone()));
+                state.customers.insert(link_key, link);
+            }
+        }
+        if !unchanged {
             out.push(Command::CustomerUpsert(customer));
             emitted = true;
         }
-        out.touch(StateKey::Customer(link_key.clone()));
-        state.customers.insert(
-            link_key,
-            CustomerLink {
-                version: c.header.version,
-                company,
-                customer_account,
-                last_key: c.integration_key.map(str::to_string),
-                last_sent_digest: digest,
-                email,
-            },
-        );
         if emitted {
             Disposition::Emitted
         } else {

@@ -67,6 +67,19 @@ pub fn command_id(kind: &str, subject: &str, cause: &str) -> String {
     text(uuid5_of(&["command/", kind, "/", subject, "/", cause]))
 }
 
+/// The command id of a customer upsert: [`command_id`] with subject `<company>/<account>`, without
+/// building the subject.
+pub fn customer_command_id(company: &str, account: &str, cause: &str) -> String {
+    text(uuid5_of(&[
+        "command/customer_upsert/",
+        company,
+        "/",
+        account,
+        "/",
+        cause,
+    ]))
+}
+
 /// Twelve upper-case hex characters derived from a name: short enough for F&O's 20-character keys.
 fn short(name: &str) -> String {
     let hex = uuid5(name).simple().to_string();

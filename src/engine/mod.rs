@@ -25,12 +25,13 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use crate::mapping::EngineConfig;
 use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command, SourceKind};
 pub use outcome::{Decision, Disposition, Expired, ParkReason, Rejection, Released, SkipReason};
 pub use state::{CaseState, EngineState, Outcome, SourceRecord, StateKey};
 
-use std::collections::BTreeSet;
 
 /// The engine: configuration plus the rules. State is passed in, never held.
 #[derive(Debug, Clone)]
@@ -51,7 +52,8 @@ struct Maps {
 #[derive(Debug, Default)]
 pub(crate) struct Out {
     pub commands: Vec<Command>,
-    pub touched: BTreeSet<StateKey>,
+    /// Without repeats; sorted when the decision is made (a record touches one to three entries).
+    pub touched: Vec<StateKey>,
 }
 
 impl Out {
@@ -60,7 +62,9 @@ impl Out {
     }
 
     pub fn touch(&mut self, key: StateKey) {
-        self.touched.insert(key);
+        if !self.touched.contains(&key) {
+            self.touched.push(key);
+        }
     }
 }
 
@@ -87,22 +91,27 @@ impl Engine {
 
     /// The partition key of an event: the case (lead id) it belongs to, computed from the event alone.
     /// Contacts and accounts without an originating lead are keyed by themselves.
-    pub fn case_key(&self, event: &ChangeEvent) -> String {
-        match event {
+    /// Borrowed from the event except for prospects, whose key is derived.
+    pub fn case_key<'e>(&self, event: &'e ChangeEvent) -> Cow<'e, str> {
+        let id = match event {
             ChangeEvent::Prospect(c) => {
-                ids::lead_id(&self.company(&c.header, None), &c.record.prospect_id)
+                return Cow::Owned(ids::lead_id(
+                    &self.company(&c.header, None),
+                    &c.record.prospect_id,
+                ))
             }
-            ChangeEvent::Lead(c) => c.record.leadid.clone(),
-            ChangeEvent::Opportunity(c) => non_empty(&c.record.originatingleadid)
-                .unwrap_or(&c.record.opportunityid)
-                .to_string(),
-            ChangeEvent::Contact(c) => non_empty(&c.record.originatingleadid)
-                .unwrap_or(&c.record.contactid)
-                .to_string(),
-            ChangeEvent::Account(c) => non_empty(&c.record.originatingleadid)
-                .unwrap_or(&c.record.accountid)
-                .to_string(),
-        }
+            ChangeEvent::Lead(c) => &c.record.leadid,
+            ChangeEvent::Opportunity(c) => {
+                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.opportunityid)
+            }
+            ChangeEvent::Contact(c) => {
+                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.contactid)
+            }
+            ChangeEvent::Account(c) => {
+                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.accountid)
+            }
+        };
+        Cow::Borrowed(id)
     }
 
     /// Applies one event at time `now_ms` (epoch millis; used only for parking).
@@ -122,11 +131,12 @@ impl Engine {
     ) -> Decision {
         let mut out = Out::default();
         let disposition = self.apply_one(state, &event, &mut out);
-        let event_kind = event.kind();
-        let case = self.case_key(&event);
+        // The customer rule marks its case itself, only when it changes it (see `customers`).
+        let customer_rule = matches!(event.kind(), SourceKind::Contact | SourceKind::Account);
         let mut released = Vec::new();
         let disposition = match disposition {
             Disposition::Parked(reason) => {
+                let case = self.case_key(&event).into_owned();
                 let parked = state::Parked {
                     seq: 0, // numbered in its case by `park`
                     event,
@@ -134,25 +144,29 @@ impl Engine {
                     since_ms: now_ms,
                     reason,
                 };
+                // (A park marks its case.)
                 self.park(state, &case, parked, &mut out)
             }
             other => {
+                let case = self.case_key(&event);
                 if !matches!(other, Disposition::Rejected(_)) {
                     self.release(state, &case, &mut out, &mut released);
+                }
+                if !customer_rule && state.cases.contains_key(case.as_ref()) {
+                    out.touch(StateKey::Case(case.into_owned()));
                 }
                 other
             }
         };
-        // The customer rule marks its case itself, only when it changes it (see `customers`).
-        let customer_rule = matches!(event_kind, SourceKind::Contact | SourceKind::Account);
-        if !customer_rule && state.cases.contains_key(&case) {
-            out.touch(StateKey::Case(case));
-        }
         Decision {
             disposition,
             commands: out.commands,
             released,
-            touched: out.touched.into_iter().collect(),
+            touched: {
+                let mut touched = out.touched;
+                touched.sort_unstable();
+                touched
+            },
         }
     }
 

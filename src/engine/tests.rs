@@ -438,7 +438,7 @@ fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record(
 fn a_park_writes_only_the_new_event_and_a_release_deletes_each_parked_entry() {
     let e = engine();
     let mut s = EngineState::default();
-    let case = e.case_key(&contact("P6", "c6"));
+    let case = e.case_key(&contact("P6", "c6")).into_owned();
     let mut written: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
     let mut write = |s: &EngineState, touched: Vec<StateKey>| {
         for key in touched {
@@ -496,7 +496,7 @@ fn an_edit_of_a_linked_contact_writes_its_customer_link_and_not_its_case() {
     let mut s = EngineState::default();
     e.apply(&mut s, prospect("P5", "p5@example.com"), 1_000);
     let first = e.apply(&mut s, contact("P5", "c5"), 1_001);
-    let case = StateKey::Case(e.case_key(&contact("P5", "c5")));
+    let case = StateKey::Case(e.case_key(&contact("P5", "c5")).into_owned());
     assert!(
         first.touched.contains(&case),
         "the first contact is linked to its case: {:?}",
