@@ -32,7 +32,6 @@ use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command, SourceK
 pub use outcome::{Decision, Disposition, Expired, ParkReason, Rejection, Released, SkipReason};
 pub use state::{CaseState, EngineState, Outcome, SourceRecord, StateKey};
 
-
 /// The engine: configuration plus the rules. State is passed in, never held.
 #[derive(Debug, Clone)]
 pub struct Engine {

@@ -19,7 +19,11 @@ impl Pipeline {
             .copied()
             .filter(|p| {
                 let tp = self.tp_index_of(&self.topics.cases, *p);
-                tp.is_none_or(|tp| self.trackers.get(&tp).is_none_or(PartitionTracker::is_empty))
+                tp.is_none_or(|tp| {
+                    self.trackers
+                        .get(&tp)
+                        .is_none_or(PartitionTracker::is_empty)
+                })
             })
             .collect();
         for partition in idle {
