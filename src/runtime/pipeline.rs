@@ -239,7 +239,7 @@ impl Pipeline {
         while self.in_flight > 0 && Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, deliveries.recv()).await {
-                Ok(Some(d)) => self.on_delivery(d).await?,
+                Ok(Some(d)) => self.on_deliveries(d, deliveries).await?,
                 _ => break,
             }
         }

@@ -166,13 +166,6 @@ impl Pipeline {
         Ok(())
     }
 
-    pub(super) async fn on_delivery(&mut self, d: Delivery) -> Result<(), RuntimeError> {
-        if let Some(tp) = self.acknowledge(d).await? {
-            self.advance(tp).await?;
-        }
-        Ok(())
-    }
-
     /// Records one delivery report; returns the input partition to move forward, if any.
     async fn acknowledge(&mut self, d: Delivery) -> Result<Option<u32>, RuntimeError> {
         let Token { tp, seq, phase } = d.token;
