@@ -20,6 +20,12 @@ TANSU_BIN="$(bash scripts/broker.sh install)"
 export TANSU_BIN
 echo "$TANSU_BIN"
 
+echo "== formatting (cargo fmt --check)"
+if ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add rustfmt
+fi
+cargo fmt --check
+
 echo "== build (all targets, so benchmarks keep compiling)"
 cargo build --locked --all-targets
 
