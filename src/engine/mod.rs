@@ -157,6 +157,9 @@ impl Engine {
                 other
             }
         };
+        if !state.unwritten_parked.is_empty() {
+            write_legacy_parked(state, &mut out);
+        }
         Decision {
             disposition,
             commands: out.commands,
@@ -324,6 +327,27 @@ impl Engine {
             prospect_id: prospect.map(str::to_string),
             message,
         })
+    }
+}
+
+/// A case restored from a record of an earlier build holds its parked events only in that record:
+/// when the case is written again (without them), they are written as entries of their own.
+fn write_legacy_parked(state: &mut EngineState, out: &mut Out) {
+    let cases: Vec<String> = out
+        .touched
+        .iter()
+        .filter_map(|k| match k {
+            StateKey::Case(c) if state.unwritten_parked.contains(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    for case in cases {
+        state.unwritten_parked.remove(&case);
+        if let Some(c) = state.cases.get(&case) {
+            for p in &c.parked {
+                out.touch(StateKey::Parked(case.clone(), p.seq));
+            }
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub struct EngineState {
     pub customers: HashMap<String, CustomerLink>,
     /// `company/normalized-email` → case keys that use it.
     pub requesters: BTreeMap<String, BTreeSet<String>>,
+    /// Cases restored from a record written before parked events were entries of their own: their
+    /// parked events are written as entries the next time the case is written (until then the old
+    /// record still holds them). Empty once every such case was written again.
+    pub unwritten_parked: BTreeSet<String>,
 }
 
 /// What we know about whether a lead is one of ours.
@@ -129,6 +133,9 @@ pub struct CaseState {
     /// its own (see the module docs).
     #[serde(skip)]
     pub parked: Vec<Parked>,
+    /// Parked events inside a case record written by an earlier build (read, never written).
+    #[serde(default, rename = "parked", skip_serializing)]
+    legacy_parked: Vec<Parked>,
 }
 
 impl CaseState {
@@ -267,6 +274,16 @@ impl EngineState {
                 let mut case: CaseState = serde_json::from_slice(v)?;
                 if let Some(old) = self.cases.get_mut(k) {
                     case.parked = std::mem::take(&mut old.parked);
+                }
+                let legacy = std::mem::take(&mut case.legacy_parked);
+                if !legacy.is_empty() {
+                    for mut p in legacy {
+                        p.seq = case.next_parked;
+                        case.next_parked += 1;
+                        case.parked.push(p);
+                    }
+                    case.parked.sort_by_key(|p| p.seq);
+                    self.unwritten_parked.insert(k.clone());
                 }
                 self.cases.insert(k.clone(), case);
             }

@@ -515,3 +515,49 @@ fn an_edit_of_a_linked_contact_writes_its_customer_link_and_not_its_case() {
         "the case did not change"
     );
 }
+
+#[test]
+fn parked_events_in_a_case_record_of_an_earlier_build_are_restored_and_written_as_entries() {
+    let e = engine();
+    let mut s = EngineState::default();
+    e.apply(&mut s, contact("P4", "c4"), 1_000);
+    e.apply(&mut s, contact("P4", "c4b"), 1_001);
+    let case = e.case_key(&contact("P4", "c4")).into_owned();
+    // The case record as an earlier build wrote it: its parked events inside, without numbers.
+    let mut old: serde_json::Value =
+        serde_json::from_slice(&s.entry_json(&StateKey::Case(case.clone())).unwrap()).unwrap();
+    let parked: Vec<serde_json::Value> = s.cases[&case]
+        .parked
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(p).unwrap();
+            v.as_object_mut().unwrap().remove("seq");
+            v
+        })
+        .collect();
+    old["parked"] = parked.into();
+    old.as_object_mut().unwrap().remove("next_parked");
+
+    let mut restored = EngineState::default();
+    restored
+        .restore_entry(
+            &StateKey::Case(case.clone()),
+            Some(&serde_json::to_vec(&old).unwrap()),
+        )
+        .unwrap();
+    assert_eq!(restored.parked_count(), 2, "not dropped");
+    assert_eq!(restored.cases[&case].next_parked, 2);
+
+    // The next write of the case writes them too, as entries of their own.
+    let third = e.apply(&mut restored, contact("P4", "c4c"), 1_002);
+    for seq in [0, 1, 2] {
+        assert!(
+            third.touched.contains(&StateKey::Parked(case.clone(), seq)),
+            "parked/{case}/{seq} is written: {:?}",
+            third.touched
+        );
+    }
+    assert!(restored.unwritten_parked.is_empty());
+    let released = e.apply(&mut restored, prospect("P4", "p4@example.com"), 2_000);
+    assert_eq!(released.released.len(), 3, "all three complete");
+}
