@@ -167,49 +167,19 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
             self.sent += 1;
         }
         let pass = from..self.sent;
-        if pass.len() == 1 {
-            // One record: its writes have distinct keys already.
-            let e = &mut self.entries[from];
-            let records = e.phase2.take().unwrap_or_default();
-            e.phase2_left = records.len();
-            e.phase2_sent = true;
-            let send = if records.is_empty() {
-                Vec::new()
-            } else {
-                vec![(e.seq, records)]
-            };
-            return Ready {
-                send,
-                done_through: self.finish(),
-            };
+        // One record's writes have distinct keys already; only a longer pass is coalesced.
+        let mut plan = if pass.len() > 1 {
+            self.coalesce(pass.clone())
+        } else {
+            Vec::new()
         }
-        // Which record of the pass writes each key last.
-        let mut last: HashMap<T::Key<'_>, i64> = HashMap::new();
-        for e in self.entries.range(pass.clone()) {
-            for r in e.phase2.iter().flatten() {
-                last.insert(r.key(), e.seq);
-            }
-        }
-        let mut kept: Vec<(usize, Vec<bool>, i64)> = Vec::new();
-        for (i, e) in self.entries.range(pass.clone()).enumerate() {
-            let mut held_until = e.seq;
-            let keep: Vec<bool> = e
-                .phase2
-                .iter()
-                .flatten()
-                .map(|r| {
-                    let writer = last[&r.key()];
-                    held_until = held_until.max(writer);
-                    writer == e.seq
-                })
-                .collect();
-            kept.push((from + i, keep, held_until));
-        }
-        drop(last);
+        .into_iter();
         let mut send = Vec::new();
-        for (i, keep, held_until) in kept {
-            let e = &mut self.entries[i];
+        for i in pass {
+            let seq = self.entries[i].seq;
+            let (keep, held_until) = plan.next().unwrap_or_else(|| (Vec::new(), seq));
             let mut keep = keep.into_iter();
+            let e = &mut self.entries[i];
             let records: Vec<T> = e
                 .phase2
                 .take()
@@ -228,6 +198,34 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
             send,
             done_through: self.finish(),
         }
+    }
+
+    /// For each record of `pass`, which of its writes to keep (those no later record of the pass
+    /// replaces) and the last record holding one it lost.
+    fn coalesce(&self, pass: std::ops::Range<usize>) -> Vec<(Vec<bool>, i64)> {
+        let mut last: HashMap<T::Key<'_>, i64> = HashMap::new();
+        for e in self.entries.range(pass.clone()) {
+            for r in e.phase2.iter().flatten() {
+                last.insert(r.key(), e.seq);
+            }
+        }
+        self.entries
+            .range(pass)
+            .map(|e| {
+                let mut held_until = e.seq;
+                let keep = e
+                    .phase2
+                    .iter()
+                    .flatten()
+                    .map(|r| {
+                        let writer = last[&r.key()];
+                        held_until = held_until.max(writer);
+                        writer == e.seq
+                    })
+                    .collect();
+                (keep, held_until)
+            })
+            .collect()
     }
 
     /// Removes the acknowledged records at the front, a record held by a later one only together
