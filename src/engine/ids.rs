@@ -18,12 +18,12 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_53a2_9d0e_4c7b_8e55_2a41_c3f0_7d1
 /// as `Uuid::new_v5` (a test checks it), hashed with the `sha1` crate, which uses the CPU's SHA
 /// extensions when it has them: uuid's portable SHA-1 was ~10% of the per-record transform.
 fn uuid5(name: &str) -> Uuid {
-    uuid5_of(&[name])
+    uuid5_of([name])
 }
 
 /// [`uuid5`] of the concatenation of `parts`, without building it: ids are made per record, and
 /// formatting their names cost more than hashing them.
-fn uuid5_of(parts: &[&str]) -> Uuid {
+fn uuid5_of<'a>(parts: impl IntoIterator<Item = &'a str>) -> Uuid {
     use sha1::{Digest, Sha1};
     let mut hasher = Sha1::new();
     hasher.update(NAMESPACE.as_bytes());
@@ -44,7 +44,7 @@ fn text(id: Uuid) -> String {
 
 /// The Dataverse `leadid` for a prospect, which is also the case key.
 pub fn lead_id(company: &str, prospect_id: &str) -> String {
-    text(uuid5_of(&[
+    text(uuid5_of([
         "prospect/",
         &company.to_lowercase(),
         "/",
@@ -59,25 +59,27 @@ pub fn prospect_key(company: &str, prospect_id: &str) -> String {
 
 /// The `annotationid` of the lead's timeline note.
 pub fn note_id(lead_id: &str) -> String {
-    text(uuid5_of(&["note/", lead_id]))
+    text(uuid5_of(["note/", lead_id]))
 }
 
 /// A command id: the command kind, what it is about, and the change that caused it.
 pub fn command_id(kind: &str, subject: &str, cause: &str) -> String {
-    text(uuid5_of(&["command/", kind, "/", subject, "/", cause]))
+    command_id_of(kind, &[subject], cause)
+}
+
+/// [`command_id`] with its subject given in parts (hashed as their concatenation).
+fn command_id_of(kind: &str, subject: &[&str], cause: &str) -> String {
+    let parts = ["command/", kind, "/"]
+        .into_iter()
+        .chain(subject.iter().copied())
+        .chain(["/", cause]);
+    text(uuid5_of(parts))
 }
 
 /// The command id of a customer upsert: [`command_id`] with subject `<company>/<account>`, without
 /// building the subject.
 pub fn customer_command_id(company: &str, account: &str, cause: &str) -> String {
-    text(uuid5_of(&[
-        "command/customer_upsert/",
-        company,
-        "/",
-        account,
-        "/",
-        cause,
-    ]))
+    command_id_of("customer_upsert", &[company, "/", account], cause)
 }
 
 /// Twelve upper-case hex characters derived from a name: short enough for F&O's 20-character keys.
@@ -133,6 +135,11 @@ mod tests {
         assert_eq!(
             command_id("customer_upsert", "usmf/PS-1", "change-9"),
             Uuid::new_v5(&NAMESPACE, b"command/customer_upsert/usmf/PS-1/change-9").to_string()
+        );
+        assert_eq!(
+            customer_command_id("usmf", "PS-1", "change-9"),
+            command_id("customer_upsert", "usmf/PS-1", "change-9"),
+            "the same id as the subject written whole"
         );
         assert_eq!(
             note_id("abc"),
