@@ -9,8 +9,9 @@
 /// Declares a serde record whose fields carry their system names.
 ///
 /// `control` fields are typed (ids, option sets, flags) and read by rules directly; `text` fields are
-/// `Option<String>` and reachable by name through `text_field`/`set_text_field`, which is what mapping
-/// tables use.
+/// `Option<String>`, listed by name in `TEXT_FIELDS` (mapping tables are checked against it and resolved
+/// to positions in `TEXT_GETTERS`/`TEXT_SETTERS` at start-up) and readable by name through
+/// `text_field` (templates).
 macro_rules! entity {
     (
         $(#[$meta:meta])*
@@ -59,13 +60,6 @@ macro_rules! entity {
             /// Calls `f` with every text field's value, in declaration order (for digests).
             pub fn for_each_text(&self, mut f: impl FnMut(Option<&str>)) {
                 $( f(self.$tfield.as_deref()); )*
-            }
-            /// Sets the text field with this system name; returns false if there is no such field.
-            pub fn set_text_field(&mut self, name: &str, value: Option<String>) -> bool {
-                match name {
-                    $( $tavro => { self.$tfield = value; true } )*
-                    _ => false,
-                }
             }
         }
     };
