@@ -16,6 +16,7 @@ use super::{
 use crate::model::{
     Account, AlertKind, Change, ChangeHeader, Command, Contact, CustomerUpsert, Operation,
 };
+
 use crate::settings::CustomerSync;
 
 /// What the customer rule needs to know about a contact or an account.
@@ -24,63 +25,75 @@ struct Candidate<'a> {
     id: &'a str,
     header: &'a ChangeHeader,
     originating_lead: Option<&'a str>,
-    integration_key: Option<&'a str>,
     /// Whether the `sellable` filter selects it on its own (msdyn_sellable / customertypecode = 3).
     sellable: bool,
     party_type: &'a str,
-    /// (CustomerUpsert field, source field) positions.
-    map: &'a [(usize, usize)],
-    /// The source's text field at a position of its `TEXT_FIELDS`.
-    field: &'a dyn Fn(usize) -> Option<&'a str>,
+    /// (CustomerUpsert field, source field, last read of that source) positions.
+    map: &'a [(usize, usize, bool)],
+    /// The source's text fields, moved out of the record (`TEXT_FIELDS` order): the fields a
+    /// customer upsert is built from are moved into it, not copied. What is left is put back.
+    texts: &'a mut [Option<String>],
+    /// The position of the integration key (`msdyn_contactpersonid` / `accountnumber`) in `texts`.
+    key_at: usize,
 }
 
 impl Engine {
+    /// A contact's text fields are taken out for the rule and put back afterwards, less those moved
+    /// into a command. The rule moves fields only after it has decided not to park the event, so a
+    /// parked event keeps all of them (it is applied again later).
     pub(super) fn on_contact(
         &self,
         state: &mut EngineState,
-        c: &Change<Contact>,
+        c: &mut Change<Contact>,
         out: &mut Out,
     ) -> Disposition {
+        let mut texts = c.record.take_texts();
         let r = &c.record;
-        self.on_customer(
+        let disposition = self.on_customer(
             state,
             Candidate {
                 entity: "contact",
                 id: &r.contactid,
                 header: &c.header,
                 originating_lead: non_empty(&r.originatingleadid),
-                integration_key: non_empty(&r.msdyn_contactpersonid),
                 sellable: r.msdyn_sellable == Some(true),
                 party_type: &self.cfg.person_party_type,
                 map: &self.maps.contact_to_person,
-                field: &|f| Contact::TEXT_GETTERS[f](r),
+                texts: &mut texts,
+                key_at: self.maps.contact_key_at,
             },
             out,
-        )
+        );
+        c.record.put_texts(texts);
+        disposition
     }
 
+    /// As [`Engine::on_contact`], for an account.
     pub(super) fn on_account(
         &self,
         state: &mut EngineState,
-        c: &Change<Account>,
+        c: &mut Change<Account>,
         out: &mut Out,
     ) -> Disposition {
+        let mut texts = c.record.take_texts();
         let r = &c.record;
-        self.on_customer(
+        let disposition = self.on_customer(
             state,
             Candidate {
                 entity: "account",
                 id: &r.accountid,
                 header: &c.header,
                 originating_lead: non_empty(&r.originatingleadid),
-                integration_key: non_empty(&r.accountnumber),
                 sellable: r.customertypecode == Some(3),
                 party_type: &self.cfg.organization_party_type,
                 map: &self.maps.account_to_organization,
-                field: &|f| Account::TEXT_GETTERS[f](r),
+                texts: &mut texts,
+                key_at: self.maps.account_key_at,
             },
             out,
-        )
+        );
+        c.record.put_texts(texts);
+        disposition
     }
 
     fn on_customer(&self, state: &mut EngineState, c: Candidate<'_>, out: &mut Out) -> Disposition {
@@ -165,6 +178,11 @@ impl Engine {
             return Disposition::Skipped(SkipReason::Deleted);
         }
 
+        // No park from here on: fields may move. The integration key is held aside meanwhile (a
+        // mapping that reads it gets a copy) and put back at the end.
+        let key = c.texts[c.key_at].take();
+        let integration_key = non_empty(&key);
+
         // Fixed at the first sync: a linked customer keeps its legal entity and CustomerAccount.
         let (company, customer_account) = match existing {
             Some(l) => (l.company.clone(), l.customer_account.clone()),
@@ -178,7 +196,7 @@ impl Engine {
                     .map(str::to_lowercase)
                     .or_else(|| case_company.map(str::to_string))
                     .unwrap_or_else(|| self.cfg.default_company.clone());
-                let account = c.integration_key.map(str::to_string).unwrap_or_else(|| {
+                let account = integration_key.map(str::to_string).unwrap_or_else(|| {
                     ids::customer_account(&self.cfg.customer_account_prefix, c.entity, c.id)
                 });
                 (company, account)
@@ -190,11 +208,15 @@ impl Engine {
             party_type: c.party_type.to_string(),
             ..CustomerUpsert::default()
         };
-        for &(target, source) in c.map {
-            CustomerUpsert::TEXT_SETTERS[target](
-                &mut customer,
-                (c.field)(source).map(str::to_string),
-            );
+        for &(target, source, last) in c.map {
+            let value = if source == c.key_at {
+                key.clone()
+            } else if last {
+                c.texts[source].take()
+            } else {
+                c.texts[source].clone()
+            };
+            CustomerUpsert::TEXT_SETTERS[target](&mut customer, value);
         }
         customer
             .customer_group_id
@@ -206,11 +228,11 @@ impl Engine {
 
         let mut emitted = false;
         let key_moved = existing.is_some_and(|l| {
-            c.integration_key.is_some_and(|k| k != l.customer_account)
-                && l.last_key.as_deref() != c.integration_key
+            integration_key.is_some_and(|k| k != l.customer_account)
+                && l.last_key.as_deref() != integration_key
         });
         if key_moved {
-            let new_key = c.integration_key.unwrap_or_default();
+            let new_key = integration_key.unwrap_or_default();
             let (company, customer_account) = (&customer.data_area_id, &customer.customer_account);
             out.push(self.alert(AlertKind::IntegrationKeyChanged,
                 &link_key,
@@ -239,8 +261,8 @@ impl Engine {
             Some(link) => {
                 link.version = c.header.version;
                 link.last_sent_digest = digest;
-                if link.last_key.as_deref() != c.integration_key {
-                    link.last_key = c.integration_key.map(str::to_string);
+                if link.last_key.as_deref() != integration_key {
+                    link.last_key = integration_key.map(str::to_string);
                 }
                 if link.email.as_deref() != email {
                     link.email = email.map(str::to_string);
@@ -252,7 +274,7 @@ impl Engine {
                     version: c.header.version,
                     company: customer.data_area_id.clone(),
                     customer_account: customer.customer_account.clone(),
-                    last_key: c.integration_key.map(str::to_string),
+                    last_key: integration_key.map(str::to_string),
                     last_sent_digest: digest,
                     email: email.map(str::to_string),
                 };
@@ -264,6 +286,7 @@ impl Engine {
             out.push(Command::CustomerUpsert(customer));
             emitted = true;
         }
+        c.texts[c.key_at] = key;
         if emitted {
             Disposition::Emitted
         } else {

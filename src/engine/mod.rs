@@ -43,8 +43,31 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 struct Maps {
     prospect_to_lead: Vec<(usize, usize)>,
-    contact_to_person: Vec<(usize, usize)>,
-    account_to_organization: Vec<(usize, usize)>,
+    /// (target, source, last read of the source): see [`moves`].
+    contact_to_person: Vec<(usize, usize, bool)>,
+    account_to_organization: Vec<(usize, usize, bool)>,
+    /// Positions of the integration keys among the text fields (`msdyn_contactpersonid`,
+    /// `accountnumber`).
+    contact_key_at: usize,
+    account_key_at: usize,
+}
+
+/// A mapping table as (target, source, last): `last` when no later entry reads the same source, so
+/// its value can be moved into the command instead of copied.
+fn moves(pairs: Vec<(usize, usize)>) -> Vec<(usize, usize, bool)> {
+    (0..pairs.len())
+        .map(|i| {
+            let (t, s) = pairs[i];
+            (t, s, !pairs[i + 1..].iter().any(|&(_, later)| later == s))
+        })
+        .collect()
+}
+
+fn text_position(fields: &[&str], name: &str) -> usize {
+    fields
+        .iter()
+        .position(|f| *f == name)
+        .expect("the entity declares its integration key")
 }
 
 /// What applying events produced: commands in decision order, and the state entries changed.
@@ -74,12 +97,16 @@ impl Engine {
             prospect_to_lead: cfg
                 .prospect_to_lead
                 .positions(LeadUpsert::TEXT_FIELDS, Prospect::TEXT_FIELDS),
-            contact_to_person: cfg
-                .contact_to_person
-                .positions(CustomerUpsert::TEXT_FIELDS, Contact::TEXT_FIELDS),
-            account_to_organization: cfg
-                .account_to_organization
-                .positions(CustomerUpsert::TEXT_FIELDS, Account::TEXT_FIELDS),
+            contact_to_person: moves(
+                cfg.contact_to_person
+                    .positions(CustomerUpsert::TEXT_FIELDS, Contact::TEXT_FIELDS),
+            ),
+            account_to_organization: moves(
+                cfg.account_to_organization
+                    .positions(CustomerUpsert::TEXT_FIELDS, Account::TEXT_FIELDS),
+            ),
+            contact_key_at: text_position(Contact::TEXT_FIELDS, "msdyn_contactpersonid"),
+            account_key_at: text_position(Account::TEXT_FIELDS, "accountnumber"),
         };
         Engine { cfg, maps }
     }
@@ -124,12 +151,12 @@ impl Engine {
     pub fn apply_from(
         &self,
         state: &mut EngineState,
-        event: ChangeEvent,
+        mut event: ChangeEvent,
         source: Option<&SourceRecord>,
         now_ms: i64,
     ) -> Decision {
         let mut out = Out::default();
-        let disposition = self.apply_one(state, &event, &mut out);
+        let disposition = self.apply_one(state, &mut event, &mut out);
         // The customer rule marks its case itself, only when it changes it (see `customers`).
         let customer_rule = matches!(event.kind(), SourceKind::Contact | SourceKind::Account);
         let mut released = Vec::new();
@@ -238,7 +265,7 @@ impl Engine {
             let waiting = std::mem::take(&mut slot.parked);
             let mut progressed = false;
             let mut still = Vec::new();
-            for parked in waiting {
+            for mut parked in waiting {
                 if !matches!(
                     parked.event.kind(),
                     SourceKind::Contact | SourceKind::Account
@@ -246,7 +273,7 @@ impl Engine {
                     // Rules other than the customer rule do not mark the case they change.
                     out.touch(StateKey::Case(case.to_string()));
                 }
-                match self.apply_one(state, &parked.event, out) {
+                match self.apply_one(state, &mut parked.event, out) {
                     Disposition::Parked(reason) => {
                         if reason != parked.reason {
                             out.touch(StateKey::Parked(case.to_string(), parked.seq));
@@ -275,10 +302,12 @@ impl Engine {
         }
     }
 
+    /// Applies one event. A rule may move fields out of the event into its commands, but only once
+    /// it will not park it: a parked event is kept whole.
     fn apply_one(
         &self,
         state: &mut EngineState,
-        event: &ChangeEvent,
+        event: &mut ChangeEvent,
         out: &mut Out,
     ) -> Disposition {
         if let Some(rejection) = required_id(event) {

@@ -561,3 +561,60 @@ fn parked_events_in_a_case_record_of_an_earlier_build_are_restored_and_written_a
     let released = e.apply(&mut restored, prospect("P4", "p4@example.com"), 2_000);
     assert_eq!(released.released.len(), 3, "all three complete");
 }
+
+#[test]
+fn fields_move_into_the_customer_only_after_the_rule_will_not_park_and_a_source_read_twice_is_copied(
+) {
+    // The job title feeds two customer fields: the first read must copy it, the last may move it.
+    let mut cfg = EngineConfig::defaults();
+    cfg.contact_to_person.0.retain(|(t, _)| t != "PartyNumber");
+    cfg.contact_to_person
+        .0
+        .push(("PartyNumber".into(), "jobtitle".into()));
+    let e = Engine::new(cfg);
+    let mut s = EngineState::default();
+    let mut early = contact("P30", "c30");
+    if let ChangeEvent::Contact(c) = &mut early {
+        c.record.msdyn_contactpersonid = Some("CUST-30".into());
+    }
+    assert_eq!(
+        e.apply(&mut s, early, 0).disposition,
+        Disposition::Parked(ParkReason::LeadNotSeen)
+    );
+    let parked = &s.cases[&ids::lead_id("usrt", "P30")].parked[0];
+    let ChangeEvent::Contact(kept) = &parked.event else {
+        panic!("{:?}", parked.event)
+    };
+    assert_eq!(
+        (
+            kept.record.firstname.as_deref(),
+            kept.record.jobtitle.as_deref()
+        ),
+        (Some("Marta"), Some("Buyer")),
+        "a parked event keeps every field"
+    );
+    assert_eq!(
+        kept.record.msdyn_contactpersonid.as_deref(),
+        Some("CUST-30")
+    );
+
+    let released = e.apply(&mut s, prospect("P30", "m@f.example"), 0);
+    let Some(Command::CustomerUpsert(p)) = released.commands.last() else {
+        panic!("{:?}", released.commands)
+    };
+    assert_eq!(p.customer_account, "CUST-30", "the integration key is kept");
+    assert_eq!(
+        (
+            p.person_first_name.as_deref(),
+            p.person_last_name.as_deref(),
+            p.person_professional_title.as_deref(),
+            p.party_number.as_deref(),
+        ),
+        (
+            Some("Marta"),
+            Some("Lindqvist"),
+            Some("Buyer"),
+            Some("Buyer")
+        )
+    );
+}

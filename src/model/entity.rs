@@ -57,6 +57,21 @@ macro_rules! entity {
             pub const TEXT_SETTERS: &'static [fn(&mut Self, Option<String>)] =
                 &[$( |s: &mut Self, v: Option<String>| s.$tfield = v, )*];
 
+            /// How many text fields there are (the length of `TEXT_FIELDS`).
+            pub const TEXT_COUNT: usize = [$($tavro),*].len();
+
+            /// Moves every text field out, in `TEXT_FIELDS` order, leaving `None`: a rule that
+            /// turns the fields into a command's takes them instead of copying each one.
+            pub fn take_texts(&mut self) -> [Option<String>; Self::TEXT_COUNT] {
+                [$( self.$tfield.take(), )*]
+            }
+
+            /// Puts text fields back, in `TEXT_FIELDS` order (the inverse of `take_texts`).
+            pub fn put_texts(&mut self, texts: [Option<String>; Self::TEXT_COUNT]) {
+                let [$( $tfield, )*] = texts;
+                $( self.$tfield = $tfield; )*
+            }
+
             /// Calls `f` with every text field's value, in declaration order (for digests).
             pub fn for_each_text(&self, mut f: impl FnMut(Option<&str>)) {
                 $( f(self.$tfield.as_deref()); )*
