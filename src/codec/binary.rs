@@ -245,7 +245,21 @@ impl<'de> Reader<'de> {
         Ok(b)
     }
 
+    /// One byte holds every union branch, enum index and string length below 64: read it
+    /// without the loop.
+    #[inline]
     fn long(&mut self) -> Result<i64, Error> {
+        if let Some((&b, rest)) = self.input.split_first() {
+            if b < 0x80 {
+                self.input = rest;
+                return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+            }
+        }
+        self.long_multi_byte()
+    }
+
+    #[inline(never)]
+    fn long_multi_byte(&mut self) -> Result<i64, Error> {
         let mut z: u64 = 0;
         let mut shift = 0;
         loop {
@@ -262,6 +276,7 @@ impl<'de> Reader<'de> {
         Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'de [u8], Error> {
         let n = self.long()?;
         let n = usize::try_from(n)
@@ -278,6 +293,7 @@ impl<'de> Reader<'de> {
         Ok(head)
     }
 
+    #[inline]
     fn str(&mut self) -> Result<&'de str, Error> {
         std::str::from_utf8(self.bytes()?)
             .map_err(|e| Error(format!("a string is not valid UTF-8: {e}")))
