@@ -437,9 +437,9 @@ fn our_codec_writes_and_reads_exactly_apache_avros_bytes_for_every_field_of_ever
                 same_bytes_as_apache_avro::<$ty>(
                     schema,
                     what,
-                    |v| codec.encode_command(&Command::$variant(v.clone())).unwrap(),
+                    |v| codec.encode_command(&Command::from(v.clone())).unwrap(),
                     |b| match codec.decode_command(kind, b).unwrap() {
-                        Command::$variant(v) => v,
+                        Command::$variant(v) => *v,
                         other => panic!("{other:?}"),
                     },
                 )

@@ -246,13 +246,21 @@ impl Codec {
     pub fn decode_command(&self, kind: CommandKind, bytes: &[u8]) -> Result<Command, CodecError> {
         let s = self.command_schema(kind);
         Ok(match kind {
-            CommandKind::LeadUpsert => Command::LeadUpsert(read_direct(s, bytes)?),
-            CommandKind::LeadNote => Command::LeadNote(read_direct(s, bytes)?),
-            CommandKind::CustomerUpsert => Command::CustomerUpsert(read_direct(s, bytes)?),
-            CommandKind::ProspectStatus => Command::ProspectStatus(read_direct(s, bytes)?),
-            CommandKind::CustomerHierarchy => Command::CustomerHierarchy(read_direct(s, bytes)?),
-            CommandKind::RejectionEmail => Command::RejectionEmail(read_direct(s, bytes)?),
-            CommandKind::Alert => Command::Alert(read_direct(s, bytes)?),
+            CommandKind::LeadUpsert => Command::LeadUpsert(Box::new(read_direct(s, bytes)?)),
+            CommandKind::LeadNote => Command::LeadNote(Box::new(read_direct(s, bytes)?)),
+            CommandKind::CustomerUpsert => {
+                Command::CustomerUpsert(Box::new(read_direct(s, bytes)?))
+            }
+            CommandKind::ProspectStatus => {
+                Command::ProspectStatus(Box::new(read_direct(s, bytes)?))
+            }
+            CommandKind::CustomerHierarchy => {
+                Command::CustomerHierarchy(Box::new(read_direct(s, bytes)?))
+            }
+            CommandKind::RejectionEmail => {
+                Command::RejectionEmail(Box::new(read_direct(s, bytes)?))
+            }
+            CommandKind::Alert => Command::Alert(Box::new(read_direct(s, bytes)?)),
         })
     }
 }

@@ -13,9 +13,7 @@ use super::state::{CustomerLink, Origin, StateKey};
 use super::{
     ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason, SkipReason,
 };
-use crate::model::{
-    Account, AlertKind, Change, ChangeHeader, Command, Contact, CustomerUpsert, Operation,
-};
+use crate::model::{Account, AlertKind, Change, ChangeHeader, Contact, CustomerUpsert, Operation};
 
 use crate::settings::CustomerSync;
 
@@ -283,7 +281,7 @@ impl Engine {
             }
         }
         if !unchanged {
-            out.push(Command::CustomerUpsert(customer));
+            out.push(customer);
             emitted = true;
         }
         c.texts[c.key_at] = key;

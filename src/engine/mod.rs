@@ -79,8 +79,8 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    pub fn push(&mut self, command: Command) {
-        self.commands.push(command);
+    pub fn push(&mut self, command: impl Into<Command>) {
+        self.commands.push(command.into());
     }
 
     pub fn touch(&mut self, key: StateKey) {
@@ -348,7 +348,7 @@ impl Engine {
         prospect: Option<&str>,
         message: String,
     ) -> Command {
-        Command::Alert(Alert {
+        Command::from(Alert {
             command_id: ids::command_id(kind.as_str(), subject, cause),
             caused_by: cause.to_string(),
             kind,

@@ -7,7 +7,7 @@
 
 use super::state::{Origin, Outcome, ProspectSeen, StateKey};
 use super::{ids, version_check, Disposition, Engine, Out, SkipReason};
-use crate::model::{AlertKind, Change, Command, LeadNote, LeadUpsert, Operation, Prospect};
+use crate::model::{AlertKind, Change, LeadNote, LeadUpsert, Operation, Prospect};
 
 impl Engine {
     pub(super) fn on_prospect(
@@ -75,8 +75,8 @@ impl Engine {
         let lead = self.lead_upsert(&key, &company, r, cause, previous.is_none());
         let disposition = match &previous {
             None => {
-                out.push(Command::LeadUpsert(lead));
-                out.push(Command::LeadNote(self.lead_note(&key, &company, r, cause)));
+                out.push(lead);
+                out.push(self.lead_note(&key, &company, r, cause));
                 Disposition::Emitted
             }
             Some(prev) => {
@@ -88,7 +88,7 @@ impl Engine {
                 } else if case.lead_closed() {
                     Disposition::Skipped(SkipReason::LeadClosed)
                 } else {
-                    out.push(Command::LeadUpsert(lead));
+                    out.push(lead);
                     Disposition::Emitted
                 }
             }

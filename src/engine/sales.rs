@@ -17,8 +17,8 @@ use super::{
     SkipReason,
 };
 use crate::model::{
-    AlertKind, Change, ChangeEvent, Command, CustomerHierarchyCreate, Lead, NotificationRequest,
-    Operation, Opportunity, ProspectStatusUpdate,
+    AlertKind, Change, ChangeEvent, CustomerHierarchyCreate, Lead, NotificationRequest, Operation,
+    Opportunity, ProspectStatusUpdate,
 };
 
 const LEAD_STATES: &str = "0 Open, 1 Qualified, 2 Disqualified";
@@ -321,15 +321,15 @@ impl Engine {
             return Disposition::Emitted;
         }
 
-        out.push(Command::ProspectStatus(ProspectStatusUpdate {
+        out.push(ProspectStatusUpdate {
             command_id: ids::command_id("prospect_status", key, &self.cfg.approved_status),
             caused_by: cause.to_string(),
             data_area_id: company.clone(),
             prospect_id: prospect_id.clone(),
             status: self.cfg.approved_status.clone(),
             reason: format!("Opportunity won: {opportunity}"),
-        }));
-        out.push(Command::CustomerHierarchy(CustomerHierarchyCreate {
+        });
+        out.push(CustomerHierarchyCreate {
             command_id: ids::command_id("customer_hierarchy", key, "approve"),
             caused_by: cause.to_string(),
             data_area_id: company,
@@ -340,7 +340,7 @@ impl Engine {
             admin_customer_account: admin_account,
             admin_role: self.cfg.admin_role.clone(),
             prospect_id,
-        }));
+        });
         if let Some(case) = state.cases.get_mut(key) {
             case.outcome = Outcome::Approved {
                 opportunity: opportunity.to_string(),
@@ -356,16 +356,16 @@ impl Engine {
             .as_ref()
             .map(|p| p.record.clone())
             .unwrap_or_default();
-        out.push(Command::ProspectStatus(ProspectStatusUpdate {
+        out.push(ProspectStatusUpdate {
             command_id: ids::command_id("prospect_status", key, &self.cfg.rejected_status),
             caused_by: cause.to_string(),
             data_area_id: case.company.clone(),
             prospect_id: record.prospect_id.clone(),
             status: self.cfg.rejected_status.clone(),
             reason: reason.clone(),
-        }));
+        });
         if !case.rejection_email_sent {
-            out.push(Command::RejectionEmail(NotificationRequest {
+            out.push(NotificationRequest {
                 command_id: ids::command_id("rejection_email", key, "once"),
                 caused_by: cause.to_string(),
                 data_area_id: case.company.clone(),
@@ -375,7 +375,7 @@ impl Engine {
                 firstname: record.contact_first_name.unwrap_or_default(),
                 lastname: record.contact_last_name.unwrap_or_default(),
                 company: record.prospect_name.unwrap_or_default(),
-            }));
+            });
             case.rejection_email_sent = true;
         }
         case.outcome = Outcome::Rejected { reason };

@@ -214,13 +214,33 @@ pub struct Alert {
     pub message: String,
 }
 
-/// Any command, tagged by its target.
-// Commands live for one event: they are encoded and dropped. Boxing the two wide variants would add
-// an allocation per command on the hot path to save stack space that is never held.
-#[allow(clippy::large_enum_variant)]
+/// Any command, tagged by its target (payloads boxed, see `into_command!`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
+    LeadUpsert(Box<LeadUpsert>),
+    LeadNote(Box<LeadNote>),
+    CustomerUpsert(Box<CustomerUpsert>),
+    ProspectStatus(Box<ProspectStatusUpdate>),
+    CustomerHierarchy(Box<CustomerHierarchyCreate>),
+    RejectionEmail(Box<NotificationRequest>),
+    Alert(Box<Alert>),
+}
+
+// Each payload is boxed: an unboxed `Command` is 720 bytes (the width of `CustomerUpsert`), so the
+// first command of a record made its `Vec` allocate 2,880 bytes, past glibc's per-thread cache, and
+// every move copied 720 bytes. Boxed, a command is 16 bytes and its payload one small allocation.
+macro_rules! into_command {
+    ($($variant:ident($payload:ty)),* $(,)?) => {
+        $(impl From<$payload> for Command {
+            fn from(payload: $payload) -> Command {
+                Command::$variant(Box::new(payload))
+            }
+        })*
+    };
+}
+
+into_command!(
     LeadUpsert(LeadUpsert),
     LeadNote(LeadNote),
     CustomerUpsert(CustomerUpsert),
@@ -228,7 +248,7 @@ pub enum Command {
     CustomerHierarchy(CustomerHierarchyCreate),
     RejectionEmail(NotificationRequest),
     Alert(Alert),
-}
+);
 
 /// Which target a command goes to; one output topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
