@@ -165,7 +165,7 @@ impl Engine {
                 let case = self.case_key(&event).into_owned();
                 let parked = state::Parked {
                     seq: 0, // numbered in its case by `park`
-                    event,
+                    event: Box::new(event),
                     source: source.cloned(),
                     since_ms: now_ms,
                     reason,
@@ -215,7 +215,7 @@ impl Engine {
                 case: key.clone(),
                 seq: p.seq,
                 waited_ms: now_ms - p.since_ms,
-                event: p.event,
+                event: *p.event,
                 source: p.source,
                 reason: p.reason,
             }));

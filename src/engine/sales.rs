@@ -206,7 +206,7 @@ impl Engine {
                     .iter()
                     .any(|(o, s)| o != id && s.statecode == 0 && !s.deleted);
                 let win_waiting = case.parked.iter().any(
-                    |p| matches!(&p.event, ChangeEvent::Opportunity(o) if o.record.statecode == 1),
+                    |p| matches!(p.event.as_ref(), ChangeEvent::Opportunity(o) if o.record.statecode == 1),
                 );
                 if other_open || win_waiting {
                     return Disposition::Skipped(SkipReason::OtherOpportunityOpen);

@@ -107,7 +107,9 @@ pub struct Parked {
     /// Its number within its case, in parking order (the order it is re-applied in).
     #[serde(default)]
     pub seq: u64,
-    pub event: ChangeEvent,
+    /// Boxed: a `ChangeEvent` is ~600 bytes, and a case's parked events are a `Vec` that grows
+    /// (and copies itself) as a backfill parks more of them.
+    pub event: Box<ChangeEvent>,
     #[serde(default)]
     pub source: Option<SourceRecord>,
     pub since_ms: i64,

@@ -582,7 +582,7 @@ fn fields_move_into_the_customer_only_after_the_rule_will_not_park_and_a_source_
         Disposition::Parked(ParkReason::LeadNotSeen)
     );
     let parked = &s.cases[&ids::lead_id("usrt", "P30")].parked[0];
-    let ChangeEvent::Contact(kept) = &parked.event else {
+    let ChangeEvent::Contact(kept) = parked.event.as_ref() else {
         panic!("{:?}", parked.event)
     };
     assert_eq!(
