@@ -101,7 +101,7 @@ impl Engine {
             CustomerSync::All => true,
         };
         let cause = c.header.change_id.as_str();
-        let link_key = format!("{}/{}", c.entity, c.id);
+        let link_key = crate::model::concat(&[c.entity, "/", c.id]);
 
         // Find the case, and whether this record is the case's requester/organization. Unlike the
         // other rules, this one marks its case written only when it changes it: most records are

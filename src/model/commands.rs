@@ -318,10 +318,14 @@ impl Command {
         match self {
             Command::LeadUpsert(c) => c.leadid.clone(),
             Command::LeadNote(c) => c.annotationid.clone(),
-            Command::CustomerUpsert(c) => format!("{}/{}", c.data_area_id, c.customer_account),
-            Command::ProspectStatus(c) => format!("{}/{}", c.data_area_id, c.prospect_id),
-            Command::CustomerHierarchy(c) => format!("{}/{}", c.data_area_id, c.hierarchy_id),
-            Command::RejectionEmail(c) => format!("{}/{}", c.data_area_id, c.prospect_id),
+            Command::CustomerUpsert(c) => {
+                super::concat(&[&c.data_area_id, "/", &c.customer_account])
+            }
+            Command::ProspectStatus(c) => super::concat(&[&c.data_area_id, "/", &c.prospect_id]),
+            Command::CustomerHierarchy(c) => {
+                super::concat(&[&c.data_area_id, "/", &c.hierarchy_id])
+            }
+            Command::RejectionEmail(c) => super::concat(&[&c.data_area_id, "/", &c.prospect_id]),
             Command::Alert(c) => c.command_id.clone(),
         }
     }
