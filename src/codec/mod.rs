@@ -161,11 +161,11 @@ impl Codec {
     pub fn encode_event(&self, event: &ChangeEvent) -> Result<Vec<u8>, CodecError> {
         let schema = self.event_schema(event.kind());
         match event {
-            ChangeEvent::Prospect(c) => write(schema, c, "prospect"),
-            ChangeEvent::Lead(c) => write(schema, c, "lead"),
-            ChangeEvent::Opportunity(c) => write(schema, c, "opportunity"),
-            ChangeEvent::Contact(c) => write(schema, c, "contact"),
-            ChangeEvent::Account(c) => write(schema, c, "account"),
+            ChangeEvent::Prospect(c) => write(schema, &[], c, "prospect"),
+            ChangeEvent::Lead(c) => write(schema, &[], c, "lead"),
+            ChangeEvent::Opportunity(c) => write(schema, &[], c, "opportunity"),
+            ChangeEvent::Contact(c) => write(schema, &[], c, "contact"),
+            ChangeEvent::Account(c) => write(schema, &[], c, "account"),
         }
     }
 
@@ -228,17 +228,28 @@ impl Codec {
 
     /// Encodes a command's Avro body with our schema for its kind.
     pub fn encode_command(&self, command: &Command) -> Result<Vec<u8>, CodecError> {
+        self.encode_command_after(&[], command)
+    }
+
+    /// `prefix` (the wire header, say) followed by the command's Avro body, in one buffer: the
+    /// runtime frames every command it sends, and framing a separate body copied it again.
+    pub fn encode_command_after(
+        &self,
+        prefix: &[u8],
+        command: &Command,
+    ) -> Result<Vec<u8>, CodecError> {
         let kind = command.kind();
         let schema = self.command_schema(kind);
         let what = kind.as_str();
+        let p = prefix;
         match command {
-            Command::LeadUpsert(c) => write(schema, c, what),
-            Command::LeadNote(c) => write(schema, c, what),
-            Command::CustomerUpsert(c) => write(schema, c, what),
-            Command::ProspectStatus(c) => write(schema, c, what),
-            Command::CustomerHierarchy(c) => write(schema, c, what),
-            Command::RejectionEmail(c) => write(schema, c, what),
-            Command::Alert(c) => write(schema, c, what),
+            Command::LeadUpsert(c) => write(schema, p, c, what),
+            Command::LeadNote(c) => write(schema, p, c, what),
+            Command::CustomerUpsert(c) => write(schema, p, c, what),
+            Command::ProspectStatus(c) => write(schema, p, c, what),
+            Command::CustomerHierarchy(c) => write(schema, p, c, what),
+            Command::RejectionEmail(c) => write(schema, p, c, what),
+            Command::Alert(c) => write(schema, p, c, what),
         }
     }
 
@@ -271,8 +282,13 @@ impl Default for Codec {
     }
 }
 
-fn write<T: Serialize>(schema: &Schema, value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-    binary::to_vec(value).map_err(|e| CodecError::Encode {
+fn write<T: Serialize>(
+    schema: &Schema,
+    prefix: &[u8],
+    value: &T,
+    what: &str,
+) -> Result<Vec<u8>, CodecError> {
+    binary::to_vec_after(prefix, value).map_err(|e| CodecError::Encode {
         what: what.to_string(),
         schema: full_name(schema),
         reason: e.to_string(),
@@ -326,4 +342,30 @@ fn read_resolving<T: DeserializeOwned>(
     })?;
     no_leftover(reader, input)?;
     Ok(typed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CustomerUpsert;
+    use crate::registry::wire;
+
+    #[test]
+    fn a_command_encoded_after_its_wire_header_equals_its_framed_body() {
+        let codec = Codec::new();
+        let command = Command::from(CustomerUpsert {
+            command_id: "c-1".into(),
+            data_area_id: "usmf".into(),
+            customer_account: "PS-1".into(),
+            party_type: "Person".into(),
+            person_first_name: Some("Ana".into()),
+            ..CustomerUpsert::default()
+        });
+        let body = codec.encode_command(&command).unwrap();
+        let framed = codec
+            .encode_command_after(&wire::header(77), &command)
+            .unwrap();
+        assert_eq!(framed, wire::frame(77, &body));
+        assert_eq!(wire::split(Some(&framed)), Ok((77, &body[..])));
+    }
 }

@@ -28,11 +28,16 @@ pub fn split(value: Option<&[u8]>) -> Result<(u32, &[u8]), WireError> {
     Ok((id, &value[5..]))
 }
 
+/// The five bytes before an Avro body: magic byte 0, then the schema id (big-endian).
+pub fn header(id: u32) -> [u8; 5] {
+    let [a, b, c, d] = id.to_be_bytes();
+    [0, a, b, c, d]
+}
+
 /// Frames an Avro body with its schema id.
 pub fn frame(id: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 5);
-    out.push(0);
-    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&header(id));
     out.extend_from_slice(body);
     out
 }
@@ -45,6 +50,7 @@ mod tests {
     fn frames_and_splits_round_trip() {
         let framed = frame(258, b"avro");
         assert_eq!(framed, [0, 0, 0, 1, 2, b'a', b'v', b'r', b'o']);
+        assert_eq!(header(258), framed[..5]);
         assert_eq!(split(Some(&framed)), Ok((258, &b"avro"[..])));
     }
 

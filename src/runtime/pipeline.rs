@@ -588,11 +588,10 @@ impl Pipeline {
         let mut sent = 0;
         for command in &decision.commands {
             let kind = command.kind();
-            let body = self
+            let framed = self
                 .codec
-                .encode_command(command)
+                .encode_command_after(&wire::header(self.schema_ids[&kind]), command)
                 .map_err(|e| RuntimeError::Encode(e.to_string()))?;
-            let framed = wire::frame(self.schema_ids[&kind], &body);
             let key = command.key();
             let out = OutRecord {
                 topic: self.topics.command_topic(kind),
