@@ -26,6 +26,9 @@
 //! (two broker hops inside: input → cases → commands). The connector's resident memory is sampled at
 //! the end of the 1,000 records/s phase (steady state).
 //!
+//! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
+//! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
+//!
 //! It checks its own output: in round 0, every command the pure engine decides for the backlog is on
 //! Kafka, with no two different records for one command id; in the latency phase, every edit's command
 //! arrives.
@@ -52,6 +55,14 @@ use partner_sync::story;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
+
+/// The connector binary to measure: `E2E_CONNECTOR_BIN`, else the one this build made. Another
+/// build's binary (say, the previous commit's, built in a worktree) gives an A/B on the same
+/// workload: its config and flags must match this build's.
+fn connector_bin() -> String {
+    std::env::var("E2E_CONNECTOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_partner-sync").to_string())
+}
 
 /// fetch.wait.max.ms of every reader (`E2E_FETCH_WAIT_MS`, default 10).
 fn fetch_wait_ms() -> usize {
@@ -354,7 +365,7 @@ impl Child {
             .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
             .and_then(|p| p.trim_end_matches('"').parse().ok())
             .unwrap();
-        let process = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+        let process = std::process::Command::new(connector_bin())
             .args(["run", "--config", path.to_str().unwrap()])
             // As in a cluster: JSON logs at info, so the per-record span is part of the cost.
             .env_remove("RUST_LOG")
