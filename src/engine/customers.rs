@@ -14,7 +14,6 @@ use super::{
     ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason, SkipReason,
 };
 use crate::model::{Account, AlertKind, Change, ChangeHeader, Contact, CustomerUpsert, Operation};
-
 use crate::settings::CustomerSync;
 
 /// What the customer rule needs to know about a contact or an account.
@@ -101,7 +100,7 @@ impl Engine {
             CustomerSync::All => true,
         };
         let cause = c.header.change_id.as_str();
-        let link_key = crate::model::concat(&[c.entity, "/", c.id]);
+        let link_key = [c.entity, "/", c.id].concat();
 
         // Find the case, and whether this record is the case's requester/organization. Unlike the
         // other rules, this one marks its case written only when it changes it: most records are

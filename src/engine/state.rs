@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{concat, ChangeEvent, Prospect};
+use crate::model::{ChangeEvent, Prospect};
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
 /// never as one value. Cases and customer links are hash maps: every record looks them up several
@@ -202,9 +202,9 @@ impl StateKey {
     /// `parked/<case>/<seq>`.
     pub fn to_record_key(&self) -> String {
         match self {
-            StateKey::Case(k) => concat(&["case/", k]),
-            StateKey::Customer(k) => concat(&["customer/", k]),
-            StateKey::Requester(k) => concat(&["requester/", k]),
+            StateKey::Case(k) => ["case/", k].concat(),
+            StateKey::Customer(k) => ["customer/", k].concat(),
+            StateKey::Requester(k) => ["requester/", k].concat(),
             StateKey::Parked(case, seq) => format!("parked/{case}/{seq}"),
         }
     }

@@ -318,14 +318,10 @@ impl Command {
         match self {
             Command::LeadUpsert(c) => c.leadid.clone(),
             Command::LeadNote(c) => c.annotationid.clone(),
-            Command::CustomerUpsert(c) => {
-                super::concat(&[&c.data_area_id, "/", &c.customer_account])
-            }
-            Command::ProspectStatus(c) => super::concat(&[&c.data_area_id, "/", &c.prospect_id]),
-            Command::CustomerHierarchy(c) => {
-                super::concat(&[&c.data_area_id, "/", &c.hierarchy_id])
-            }
-            Command::RejectionEmail(c) => super::concat(&[&c.data_area_id, "/", &c.prospect_id]),
+            Command::CustomerUpsert(c) => [&c.data_area_id, "/", &c.customer_account].concat(),
+            Command::ProspectStatus(c) => [&c.data_area_id, "/", &c.prospect_id].concat(),
+            Command::CustomerHierarchy(c) => [&c.data_area_id, "/", &c.hierarchy_id].concat(),
+            Command::RejectionEmail(c) => [&c.data_area_id, "/", &c.prospect_id].concat(),
             Command::Alert(c) => c.command_id.clone(),
         }
     }

@@ -9,13 +9,3 @@ mod events;
 
 pub use commands::*;
 pub use events::*;
-
-/// The concatenation of `parts`, allocated once at its length. Keys are built per record (a
-/// customer link, a state record key, a command key), and `format!` cost several times as much.
-pub fn concat(parts: &[&str]) -> String {
-    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        s.push_str(p);
-    }
-    s
-}
