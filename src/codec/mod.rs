@@ -26,7 +26,10 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{Change, ChangeEvent, Command, CommandKind, SourceKind};
+use crate::model::{
+    Alert, Change, ChangeEvent, Command, CommandKind, CustomerHierarchyCreate, CustomerUpsert,
+    LeadNote, LeadUpsert, NotificationRequest, ProspectStatusUpdate, SourceKind,
+};
 
 /// The schema files, by what they carry.
 pub const EVENT_SCHEMAS: [(SourceKind, &str); 5] = [
@@ -241,15 +244,14 @@ impl Codec {
         let kind = command.kind();
         let schema = self.command_schema(kind);
         let what = kind.as_str();
-        let p = prefix;
         match command {
-            Command::LeadUpsert(c) => write(schema, p, c, what),
-            Command::LeadNote(c) => write(schema, p, c, what),
-            Command::CustomerUpsert(c) => write(schema, p, c, what),
-            Command::ProspectStatus(c) => write(schema, p, c, what),
-            Command::CustomerHierarchy(c) => write(schema, p, c, what),
-            Command::RejectionEmail(c) => write(schema, p, c, what),
-            Command::Alert(c) => write(schema, p, c, what),
+            Command::LeadUpsert(c) => write(schema, prefix, c, what),
+            Command::LeadNote(c) => write(schema, prefix, c, what),
+            Command::CustomerUpsert(c) => write(schema, prefix, c, what),
+            Command::ProspectStatus(c) => write(schema, prefix, c, what),
+            Command::CustomerHierarchy(c) => write(schema, prefix, c, what),
+            Command::RejectionEmail(c) => write(schema, prefix, c, what),
+            Command::Alert(c) => write(schema, prefix, c, what),
         }
     }
 
@@ -257,21 +259,15 @@ impl Codec {
     pub fn decode_command(&self, kind: CommandKind, bytes: &[u8]) -> Result<Command, CodecError> {
         let s = self.command_schema(kind);
         Ok(match kind {
-            CommandKind::LeadUpsert => Command::LeadUpsert(Box::new(read_direct(s, bytes)?)),
-            CommandKind::LeadNote => Command::LeadNote(Box::new(read_direct(s, bytes)?)),
-            CommandKind::CustomerUpsert => {
-                Command::CustomerUpsert(Box::new(read_direct(s, bytes)?))
-            }
-            CommandKind::ProspectStatus => {
-                Command::ProspectStatus(Box::new(read_direct(s, bytes)?))
-            }
+            CommandKind::LeadUpsert => read_direct::<LeadUpsert>(s, bytes)?.into(),
+            CommandKind::LeadNote => read_direct::<LeadNote>(s, bytes)?.into(),
+            CommandKind::CustomerUpsert => read_direct::<CustomerUpsert>(s, bytes)?.into(),
+            CommandKind::ProspectStatus => read_direct::<ProspectStatusUpdate>(s, bytes)?.into(),
             CommandKind::CustomerHierarchy => {
-                Command::CustomerHierarchy(Box::new(read_direct(s, bytes)?))
+                read_direct::<CustomerHierarchyCreate>(s, bytes)?.into()
             }
-            CommandKind::RejectionEmail => {
-                Command::RejectionEmail(Box::new(read_direct(s, bytes)?))
-            }
-            CommandKind::Alert => Command::Alert(Box::new(read_direct(s, bytes)?)),
+            CommandKind::RejectionEmail => read_direct::<NotificationRequest>(s, bytes)?.into(),
+            CommandKind::Alert => read_direct::<Alert>(s, bytes)?.into(),
         })
     }
 }
@@ -347,7 +343,6 @@ fn read_resolving<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::CustomerUpsert;
     use crate::registry::wire;
 
     #[test]
