@@ -234,6 +234,11 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
+/// A message's timestamp in epoch milliseconds, `i64::MIN` when it has none.
+pub fn timestamp_of(m: &BorrowedMessage<'_>) -> i64 {
+    m.timestamp().to_millis().unwrap_or(i64::MIN)
+}
+
 /// Copies a message into an owned record.
 pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
     let headers = m

@@ -10,6 +10,7 @@
 pub mod dead_letter;
 pub mod endpoints;
 pub mod kafka;
+pub mod order;
 pub mod pipeline;
 pub mod restore;
 pub mod stats;

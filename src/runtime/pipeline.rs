@@ -26,8 +26,10 @@ use tracing::Instrument;
 
 mod acks;
 mod expiry;
+mod intake;
 mod transaction;
 
+use intake::{Due, Intake};
 use transaction::Txn;
 
 use super::dead_letter::DeadLetter;
@@ -90,14 +92,19 @@ pub struct Pipeline {
     stored_since_commit: bool,
     /// Exactly-once: the open transaction, if the guarantee asks for one.
     txn: Option<Txn>,
+    /// Input records waiting in the order window, and what it knows of the input partitions.
+    intake: Intake,
 }
 
 enum Event {
     Shutdown,
     Delivery(Delivery),
-    Message(Result<SourceRecord, String>),
+    /// A record and its timestamp (`i64::MIN` when it has none).
+    Message(Result<(SourceRecord, i64), String>),
     Commit,
     Expire,
+    /// The order window may let records out.
+    Window,
 }
 
 impl Pipeline {
@@ -115,7 +122,6 @@ impl Pipeline {
         fence_producer: rdkafka::producer::FutureProducer,
     ) -> Pipeline {
         Pipeline {
-            settings,
             engine,
             codec: Codec::new(),
             registry,
@@ -136,6 +142,11 @@ impl Pipeline {
             in_flight: 0,
             stored_since_commit: false,
             txn: None,
+            intake: Intake::new(
+                settings.delivery.order_window_kib,
+                settings.delivery.order_wait_ms,
+            ),
+            settings,
         }
     }
 
@@ -155,15 +166,22 @@ impl Pipeline {
         let mut paused = false;
         let consumer = self.consumer.clone();
         loop {
+            let due = if paused { None } else { self.window_due() };
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
                 Some(d) = deliveries.recv() => Event::Delivery(d),
                 // Backpressure: above `max_in_flight` the loop stops taking records (librdkafka's
                 // own queue bound then stops its fetching) until half have drained.
-                m = consumer.recv(), if !paused => Event::Message(m.map(|m| kafka::to_source(&m)).map_err(|e| e.to_string())),
+                m = consumer.recv(), if !paused => Event::Message(m.map(|m| (kafka::to_source(&m), kafka::timestamp_of(&m))).map_err(|e| e.to_string())),
                 _ = commit.tick() => Event::Commit,
                 _ = expire.tick() => Event::Expire,
+                // Only when the consumer has nothing ready (see `intake`).
+                _ = async {
+                    if let Some(Due::At(at)) = due {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                }, if due.is_some() => Event::Window,
             };
             self.stats.beat();
             self.apply_rebalance_log();
@@ -173,27 +191,14 @@ impl Pipeline {
                     let result = self.on_deliveries(d, deliveries).await;
                     self.settle(result)?
                 }
-                Event::Message(Ok(record)) => {
+                Event::Message(Ok((record, timestamp))) => {
                     self.stats.consumed(&record.topic);
-                    let stage = if record.topic == self.topics.cases {
-                        "apply"
+                    if record.topic == self.topics.cases {
+                        self.process(record).await?
                     } else {
-                        "route"
-                    };
-                    // A debug span: at info it costs nothing. (An info span per record cost ~8% of
-                    // the loop's CPU in the profile: the JSON layer formats its fields eagerly.)
-                    // The lines a record causes at info name their record themselves; see
-                    // `add_dead_letter`.
-                    let span = tracing::debug_span!(
-                        "record",
-                        topic = %record.topic,
-                        partition = record.partition,
-                        offset = record.offset,
-                    );
-                    let started = Instant::now();
-                    let result = self.on_record(record).instrument(span).await;
-                    self.stats.processed(stage, started.elapsed());
-                    self.settle(result)?
+                        let result = self.take_input(record, timestamp).await;
+                        self.settle(result)?
+                    }
                 }
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
@@ -202,6 +207,10 @@ impl Pipeline {
                 Event::Commit => self.commit(CommitMode::Async),
                 Event::Expire => {
                     let result = self.expire().await;
+                    self.settle(result)?
+                }
+                Event::Window => {
+                    let result = self.release_window().await;
                     self.settle(result)?
                 }
             }
@@ -296,8 +305,9 @@ impl Pipeline {
                 let owned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
                 self.stats.set_assigned(owned > 0);
             }
-            revoked
+            (changed, revoked)
         };
+        let (changed, revoked) = revoked;
         if !revoked.is_empty() {
             if let Some(txn) = self.txn.as_mut() {
                 // The open transaction holds records of revoked partitions: abort it; what it held is
@@ -315,6 +325,8 @@ impl Pipeline {
         }
         for (topic, partition) in revoked {
             if let Some(tp) = self.tp_index_of(&topic, partition) {
+                // Records in the order window were never taken in: the next owner reads them.
+                self.intake.forget(tp);
                 // Forget its records but not its numbering: acknowledgements of them may still
                 // come, and must not match a record taken in after the partition comes back.
                 if let Some(t) = self.trackers.get_mut(&tp) {
@@ -325,6 +337,10 @@ impl Pipeline {
             if topic == self.topics.cases {
                 self.drop_states(Some(partition));
             }
+        }
+        if changed {
+            self.reset_intake_partitions();
+            self.stats.set_order_window(self.intake.window.len());
         }
     }
 
@@ -354,6 +370,29 @@ impl Pipeline {
 
     fn tp_index_of(&self, topic: &str, partition: i32) -> Option<u32> {
         self.tp_index.get(topic)?.get(&partition).copied()
+    }
+
+    /// Runs one record through its stage (route for an input, apply for a cases record), in its
+    /// span and timed.
+    async fn process(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {
+        let stage = if record.topic == self.topics.cases {
+            "apply"
+        } else {
+            "route"
+        };
+        // A debug span: at info it costs nothing. (An info span per record cost ~8% of the loop's
+        // CPU in the profile: the JSON layer formats its fields eagerly.) The lines a record causes
+        // at info name their record themselves; see `add_dead_letter`.
+        let span = tracing::debug_span!(
+            "record",
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+        );
+        let started = Instant::now();
+        let result = self.on_record(record).instrument(span).await;
+        self.stats.processed(stage, started.elapsed());
+        self.settle(result)
     }
 
     async fn on_record(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {

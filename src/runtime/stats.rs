@@ -39,6 +39,7 @@ pub mod names {
     pub const INTAKE_PAUSES: &str = "partnersync_intake_pauses_total";
     pub const REBALANCES: &str = "partnersync_rebalances_total";
     pub const PARKED_EXPIRED: &str = "partnersync_parked_expired_total";
+    pub const PARKED: &str = "partnersync_parked_total";
 }
 
 /// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
@@ -112,6 +113,7 @@ pub struct Stats {
     registry_requests: IntCounterVec,
     in_flight: IntGauge,
     intake_paused: IntGauge,
+    order_window: IntGauge,
     intake_pauses: IntCounter,
     restores: IntCounter,
     ready_gauge: IntGauge,
@@ -217,7 +219,7 @@ impl Stats {
             skipped: counter_vec(&r, names::SKIPPED, "Events that produced no command on purpose, by rule and reason.", &["rule", "reason"]),
             commands: counter_vec(&r, names::COMMANDS, "Commands decided, by kind.", &["kind"]),
             dead_letters: counter_vec(&r, names::DEAD_LETTERS, "Records sent to the dead-letter topic, by stage and reason.", &["stage", "reason"]),
-            parked: counter_vec(&r, "partnersync_parked_total", "Events parked to wait for a related record, by reason.", &["reason"]),
+            parked: counter_vec(&r, names::PARKED, "Events parked to wait for a related record, by reason.", &["reason"]),
             parked_events: gauge(&r, "partnersync_parked_events", "Events waiting in this instance's partitions for a related record."),
             parked_expired: counter_vec(&r, names::PARKED_EXPIRED, "Parked events that waited too long and went to the dead letters, by reason.", &["reason"]),
             processing,
@@ -229,6 +231,7 @@ impl Stats {
             registry_requests: counter_vec(&r, names::REGISTRY_REQUESTS, "Schema Registry requests (cache misses and probes), by outcome.", &["outcome"]),
             in_flight: gauge(&r, "partnersync_in_flight_records", "Records whose outputs are not yet acknowledged."),
             intake_paused: gauge(&r, "partnersync_intake_paused", "1 while intake is paused because too many records are in flight."),
+            order_window: gauge(&r, "partnersync_order_window_records", "Input records waiting in the order window to be routed in timestamp order."),
             intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
             restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
             ready_gauge: gauge(&r, "partnersync_ready", "1 when partitions are assigned, the producer is connected and the registry is reachable."),
@@ -366,6 +369,10 @@ impl Stats {
 
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.set(n as i64);
+    }
+
+    pub fn set_order_window(&self, n: usize) {
+        self.order_window.set(n as i64);
     }
 
     pub fn set_paused(&self, paused: bool) {

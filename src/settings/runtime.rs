@@ -282,6 +282,12 @@ pub struct DeliverySettings {
     pub commit_interval_ms: u64,
     pub shutdown_budget_seconds: u64,
     pub expiry_interval_seconds: u64,
+    /// Input records are routed in timestamp order across partitions within a window of this many
+    /// KiB (0: in the order they are read). See `runtime::order`.
+    pub order_window_kib: usize,
+    /// How long the order window waits for an input partition that still has records to hand over
+    /// (0: never waits).
+    pub order_wait_ms: u64,
 }
 
 #[cfg(test)]

@@ -193,13 +193,35 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
 /// Produces events in order to their input topics, Avro in the Confluent wire format, keyed by
 /// record id (as a Dataverse or F&O bridge would).
 pub async fn produce(p: &FutureProducer, ids: &BTreeMap<SourceKind, u32>, events: &[ChangeEvent]) {
+    produce_events(p, ids, events, false).await
+}
+
+/// Like [`produce`], each record stamped with its change's time (`modified_on`), as a change-data
+/// source stamps its records.
+pub async fn produce_stamped(
+    p: &FutureProducer,
+    ids: &BTreeMap<SourceKind, u32>,
+    events: &[ChangeEvent],
+) {
+    produce_events(p, ids, events, true).await
+}
+
+async fn produce_events(
+    p: &FutureProducer,
+    ids: &BTreeMap<SourceKind, u32>,
+    events: &[ChangeEvent],
+    stamped: bool,
+) {
     let codec = Codec::new();
     let topics = Topics::new(&Settings::defaults().topics);
     for e in events {
         let value = wire::frame(ids[&e.kind()], &codec.encode_event(e).unwrap());
-        let record = FutureRecord::to(topics.input_topic(e.kind()))
+        let mut record = FutureRecord::to(topics.input_topic(e.kind()))
             .key(e.entity_id())
             .payload(&value);
+        if stamped {
+            record = record.timestamp(e.header().modified_on);
+        }
         p.send(record, Duration::from_secs(10))
             .await
             .expect("produce an input");

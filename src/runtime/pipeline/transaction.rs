@@ -129,6 +129,8 @@ impl Pipeline {
             txn.offsets.clear();
         }
         self.drop_states(None);
+        // What waits in the order window comes again after the rejoin.
+        self.intake.clear();
         // Rejoin the group, so every partition restarts from its committed offset. (Seeking instead
         // fails for partitions whose fetch has not started, which would silently skip the aborted
         // records.)
