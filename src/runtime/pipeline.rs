@@ -29,7 +29,7 @@ mod expiry;
 mod intake;
 mod transaction;
 
-use intake::{Due, Intake};
+use intake::Intake;
 use transaction::Txn;
 
 use super::dead_letter::DeadLetter;
@@ -166,7 +166,8 @@ impl Pipeline {
         let mut paused = false;
         let consumer = self.consumer.clone();
         loop {
-            let due = if paused { None } else { self.window_due() };
+            let window_turn = !paused && !self.intake.window.is_empty();
+            let hold = self.intake.hold_until;
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
@@ -178,10 +179,10 @@ impl Pipeline {
                 _ = expire.tick() => Event::Expire,
                 // Only when the consumer has nothing ready (see `intake`).
                 _ = async {
-                    if let Some(Due::At(at)) = due {
+                    if let Some(at) = hold {
                         tokio::time::sleep_until(at.into()).await;
                     }
-                }, if due.is_some() => Event::Window,
+                }, if window_turn => Event::Window,
             };
             self.stats.beat();
             self.apply_rebalance_log();

@@ -37,17 +37,14 @@ pub(super) struct Intake {
     assigned_at: Instant,
     /// Since when the window has waited for an owed partition.
     waiting_since: Option<Instant>,
+    /// While waiting: when the window's next turn is due (the loop sleeps until then instead of
+    /// asking again at every turn).
+    pub(super) hold_until: Option<Instant>,
     /// Partitions waited out, with the end offset they had then: not waited for again until it
     /// moves. (A transactional input ends with a commit marker the consumer never hands over, so
     /// its end stays one past the last record for good.)
     excused: HashMap<u32, i64>,
     limit_bytes: usize,
-}
-
-/// When the window should hand out records next.
-pub(super) enum Due {
-    Now,
-    At(Instant),
 }
 
 impl Intake {
@@ -61,6 +58,7 @@ impl Intake {
             next_offset: HashMap::new(),
             assigned_at: Instant::now(),
             waiting_since: None,
+            hold_until: None,
         }
     }
 
@@ -73,7 +71,8 @@ impl Intake {
     pub(super) fn took(&mut self, tp: u32, offset: i64) {
         self.next_offset.insert(tp, offset + 1);
         self.excused.remove(&tp);
-        self.waiting_since = None;
+        // What was owed may have come: the window's next turn asks again.
+        self.hold_until = None;
     }
 
     /// Forgets a revoked partition: its records in the window and what was known of it.
@@ -87,6 +86,7 @@ impl Intake {
     pub(super) fn clear(&mut self) {
         self.window = OrderWindow::new(self.limit_bytes);
         self.waiting_since = None;
+        self.hold_until = None;
     }
 }
 
@@ -108,6 +108,7 @@ impl Pipeline {
         intake.inputs = inputs;
         intake.assigned_at = Instant::now();
         intake.waiting_since = None;
+        intake.hold_until = None;
     }
 
     /// Takes an input record into the window, and routes what the bound lets out.
@@ -127,40 +128,42 @@ impl Pipeline {
         Ok(())
     }
 
-    /// When the window should let records out while the consumer has nothing ready, or `None` when
-    /// it is empty.
-    pub(super) fn window_due(&mut self) -> Option<Due> {
-        if self.intake.window.is_empty() {
-            return None;
-        }
-        if self.intake.wait.is_zero() {
-            return Some(Due::Now);
-        }
-        let owed = self.owed_partitions();
-        if owed.is_empty() {
-            self.intake.waiting_since = None;
-            return Some(Due::Now);
-        }
-        let since = *self.intake.waiting_since.get_or_insert_with(Instant::now);
-        let at = since + self.intake.wait;
-        if at > Instant::now() {
-            return Some(Due::At(at));
-        }
-        self.intake.excused.extend(owed);
-        Some(Due::Now)
-    }
-
-    /// Routes up to a batch of records from the window (the consumer had nothing ready).
+    /// The window's turn: the consumer has nothing ready. Routes a batch of records, unless an
+    /// input partition is still owed records and has not been waited for long enough; then the
+    /// window holds until that wait ends ([`Intake::hold_until`]).
     pub(super) async fn release_window(&mut self) -> Result<(), RuntimeError> {
+        if let Some(at) = self.window_holds_until() {
+            self.intake.hold_until = Some(at);
+            return Ok(());
+        }
+        self.intake.hold_until = None;
+        self.intake.waiting_since = None;
         for _ in 0..POP_BATCH {
             if self.intake.window.is_empty() {
                 break;
             }
             self.route_next().await?;
         }
-        self.intake.waiting_since = None;
         self.stats.set_order_window(self.intake.window.len());
         Ok(())
+    }
+
+    /// Until when the window waits for an owed partition, or `None` to let records out now.
+    fn window_holds_until(&mut self) -> Option<Instant> {
+        if self.intake.wait.is_zero() {
+            return None;
+        }
+        let owed = self.owed_partitions();
+        if owed.is_empty() {
+            return None;
+        }
+        let since = *self.intake.waiting_since.get_or_insert_with(Instant::now);
+        let at = since + self.intake.wait;
+        if at > Instant::now() {
+            return Some(at);
+        }
+        self.intake.excused.extend(owed);
+        None
     }
 
     async fn route_next(&mut self) -> Result<(), RuntimeError> {
