@@ -85,6 +85,17 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
+    /// Another client to the same registry, sharing this one's connection pool and TLS setup but
+    /// not its cache. (Building a client loads the system's CA certificates: ~0.1 s of CPU.)
+    pub fn sibling(&self) -> RegistryClient {
+        RegistryClient {
+            settings: self.settings.clone(),
+            cache: HashMap::new(),
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+        }
+    }
+
     pub fn new(cfg: &RegistrySettings) -> Result<RegistryClient, String> {
         let first = cfg
             .urls

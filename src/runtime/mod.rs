@@ -211,18 +211,16 @@ fn check_topics(
 /// so readiness reflects an outage even while every schema in use is cached.
 fn spawn_registry_probe(
     settings: &Settings,
+    client: RegistryClient,
     schema_ids: &HashMap<CommandKind, u32>,
     stats: Arc<Stats>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, RuntimeError> {
+) -> Option<tokio::task::JoinHandle<()>> {
     let every = settings.telemetry.registry_probe_seconds;
-    let Some(id) = schema_ids.values().min().copied() else {
-        return Ok(None);
-    };
+    let id = schema_ids.values().min().copied()?;
     if every == 0 {
-        return Ok(None);
+        return None;
     }
-    let client = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
-    Ok(Some(tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(every));
         tick.tick().await;
         loop {
@@ -237,7 +235,7 @@ fn spawn_registry_probe(
                 }
             }
         }
-    })))
+    }))
 }
 
 /// Runs the connector until `shutdown` resolves. Returns the counters of what it did.
@@ -350,7 +348,7 @@ pub async fn run_with(
         .map_err(RuntimeError::Config)?
         .create()
         .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;
-    let probe = spawn_registry_probe(&settings, &schema_ids, stats.clone())?;
+    let probe = spawn_registry_probe(&settings, registry.sibling(), &schema_ids, stats.clone());
     let pipeline = Pipeline::new(
         settings,
         engine,
