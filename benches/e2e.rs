@@ -26,6 +26,9 @@
 //! (two broker hops inside: input → cases → commands). The connector's resident memory is sampled at
 //! the end of the 1,000 records/s phase (steady state).
 //!
+//! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
+//! `PARTITION_FETCH_BYTES`; 0 turns it off).
+//!
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
 //!
@@ -303,7 +306,8 @@ fn connector_toml(
         topics.push_str(&format!("{key} = \"{name}{suffix}\"\n"));
     }
     let fetch_wait = fetch_wait_ms();
-    let window_kib = PARTITION_FETCH_BYTES / 1024;
+    // `E2E_ORDER_WINDOW_KIB=0` turns the window off, for an A/B of it on the same build.
+    let window_kib = env_usize("E2E_ORDER_WINDOW_KIB", PARTITION_FETCH_BYTES as usize / 1024);
     let text = format!(
         r#"
 [kafka]
