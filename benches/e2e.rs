@@ -307,7 +307,10 @@ fn connector_toml(
     }
     let fetch_wait = fetch_wait_ms();
     // `E2E_ORDER_WINDOW_KIB=0` turns the window off, for an A/B of it on the same build.
-    let window_kib = env_usize("E2E_ORDER_WINDOW_KIB", PARTITION_FETCH_BYTES as usize / 1024);
+    let window_kib = env_usize(
+        "E2E_ORDER_WINDOW_KIB",
+        PARTITION_FETCH_BYTES as usize / 1024,
+    );
     let text = format!(
         r#"
 [kafka]
