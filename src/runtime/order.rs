@@ -85,9 +85,17 @@ impl<T> OrderWindow<T> {
         Some((tp, held.item))
     }
 
-    /// Whether the window holds more than its bound (or anything, with a bound of 0).
+    /// Whether the window holds its bound or more (anything, with a bound of 0).
     pub fn is_over_limit(&self) -> bool {
         self.len > 0 && self.bytes >= self.limit_bytes.max(1)
+    }
+
+    /// Forgets every record, keeping the bound.
+    pub fn clear(&mut self) {
+        self.queues.clear();
+        self.heads.clear();
+        self.bytes = 0;
+        self.len = 0;
     }
 
     /// Forgets partition `tp`'s records (it was revoked); returns how many.
@@ -176,6 +184,20 @@ mod tests {
         assert!(!off.is_over_limit());
         off.push(0, 1, 1, "x");
         assert!(off.is_over_limit());
+    }
+
+    #[test]
+    fn clearing_forgets_every_record_and_keeps_the_bound() {
+        let mut w = OrderWindow::new(15);
+        w.push(0, 1, 10, "a");
+        w.push(1, 2, 10, "b");
+        w.clear();
+        assert!(w.is_empty() && w.bytes() == 0 && !w.holds(0) && w.pop().is_none());
+        w.push(1, 3, 10, "c");
+        assert!(!w.is_over_limit());
+        w.push(0, 4, 10, "d");
+        assert!(w.is_over_limit());
+        assert_eq!(drain(&mut w), ["c", "d"]);
     }
 
     #[test]

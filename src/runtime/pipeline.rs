@@ -197,8 +197,8 @@ impl Pipeline {
                     if record.topic == self.topics.cases {
                         self.process(record).await?
                     } else {
-                        let result = self.take_input(record, timestamp).await;
-                        self.settle(result)?
+                        // Each record it routes is settled in `process`.
+                        self.take_input(record, timestamp).await?
                     }
                 }
                 Event::Message(Err(e)) => {
@@ -210,10 +210,7 @@ impl Pipeline {
                     let result = self.expire().await;
                     self.settle(result)?
                 }
-                Event::Window => {
-                    let result = self.release_window().await;
-                    self.settle(result)?
-                }
+                Event::Window => self.release_window().await?,
             }
             // Not consumer.pause(): librdkafka drops what it prefetched and, on resume, fetches
             // again from the next offset, inside a record batch (where Tansu 0.6 returns nothing:
@@ -296,19 +293,20 @@ impl Pipeline {
     }
 
     fn apply_rebalance_log(&mut self) {
-        let revoked = {
+        let (changed, revoked) = {
             let mut log = self.rebalance.lock().expect("rebalance log");
             let changed = !log.assigned.is_empty() || !log.revoked.is_empty();
             log.assigned.clear();
-            let revoked = std::mem::take(&mut log.revoked);
-            drop(log);
-            if changed {
-                let owned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
-                self.stats.set_assigned(owned > 0);
-            }
-            (changed, revoked)
+            (changed, std::mem::take(&mut log.revoked))
         };
-        let (changed, revoked) = revoked;
+        let assignment = if changed {
+            let assignment = self.consumer.assignment().ok();
+            let owned = assignment.as_ref().map_or(0, |a| a.count());
+            self.stats.set_assigned(owned > 0);
+            assignment
+        } else {
+            None
+        };
         if !revoked.is_empty() {
             if let Some(txn) = self.txn.as_mut() {
                 // The open transaction holds records of revoked partitions: abort it; what it held is
@@ -340,7 +338,7 @@ impl Pipeline {
             }
         }
         if changed {
-            self.reset_intake_partitions();
+            self.reset_intake_partitions(assignment.as_ref());
             self.stats.set_order_window(self.intake.window.len());
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! An input record is not routed when it is taken from the consumer: it waits in the window, and
 //! leaves it (the head with the smallest timestamp first) when
-//! - the window holds more than `delivery.order_window_kib`, or
+//! - the window holds `delivery.order_window_kib` or more, or
 //! - the consumer has nothing ready and no input partition is still owed: one whose last known end
 //!   offset lies past the records it handed over, or (in the first `delivery.order_wait_ms` after an
 //!   assignment) one that handed over nothing yet. A partition is waited for at most
@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
+use rdkafka::TopicPartitionList;
 
 use super::{Pipeline, RuntimeError};
 use crate::engine::SourceRecord;
@@ -44,14 +45,12 @@ pub(super) struct Intake {
     /// moves. (A transactional input ends with a commit marker the consumer never hands over, so
     /// its end stays one past the last record for good.)
     excused: HashMap<u32, i64>,
-    limit_bytes: usize,
 }
 
 impl Intake {
     pub(super) fn new(window_kib: usize, wait_ms: u64) -> Intake {
         Intake {
             window: OrderWindow::new(window_kib.saturating_mul(1024)),
-            limit_bytes: window_kib.saturating_mul(1024),
             excused: HashMap::new(),
             wait: Duration::from_millis(wait_ms),
             inputs: Vec::new(),
@@ -84,7 +83,7 @@ impl Intake {
 
     /// Forgets every record in the window (an aborted transaction: they are read again).
     pub(super) fn clear(&mut self) {
-        self.window = OrderWindow::new(self.limit_bytes);
+        self.window.clear();
         self.waiting_since = None;
         self.hold_until = None;
     }
@@ -92,8 +91,7 @@ impl Intake {
 
 impl Pipeline {
     /// Input partitions were assigned or revoked: the window's view of them starts afresh.
-    pub(super) fn reset_intake_partitions(&mut self) {
-        let assignment = self.consumer.assignment().ok();
+    pub(super) fn reset_intake_partitions(&mut self, assignment: Option<&TopicPartitionList>) {
         let mut inputs = Vec::new();
         for e in assignment.iter().flat_map(|a| a.elements()) {
             if e.topic() == self.topics.cases {
@@ -200,7 +198,7 @@ impl Pipeline {
             let is_owed = match (known, intake.next_offset.get(tp)) {
                 (false, _) => early,
                 // Handed over records: owed while its end lies past them.
-                (true, Some(next)) => high >= 0 && high > *next,
+                (true, Some(next)) => high > *next,
                 // Nothing handed over yet: its start is the committed offset, unknown here, so it
                 // is waited for only in the first moments after the assignment.
                 (true, None) => early && (high < 0 || high > low),
