@@ -344,7 +344,7 @@ pub async fn run_with(
 
     let fence_producer = settings
         .kafka
-        .client_config(ClientRole::Producer)
+        .client_config(ClientRole::FenceWriter)
         .map_err(RuntimeError::Config)?
         .create()
         .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;

@@ -80,6 +80,10 @@ pub enum ClientRole {
     Producer,
     /// Transactional producer (exactly-once); the caller adds `transactional.id`.
     TransactionalProducer,
+    /// Writes the restore fences: one record per state partition and restore, awaited before the
+    /// next, so idempotence would guard nothing. (An idempotent producer holds its first record
+    /// until the broker gave it a producer id: the first restore's fences took ~0.9 s on Tansu.)
+    FenceWriter,
 }
 
 impl KafkaSettings {
@@ -182,6 +186,12 @@ impl KafkaSettings {
                     c.set("enable.auto.commit", "false");
                     c.set("auto.offset.reset", "earliest");
                 }
+            }
+            ClientRole::FenceWriter => {
+                c.set("enable.idempotence", "false");
+                c.set("acks", "all");
+                c.set("message.timeout.ms", self.message_timeout_ms.to_string());
+                c.set("linger.ms", "0");
             }
             ClientRole::Producer | ClientRole::TransactionalProducer => {
                 c.set("enable.idempotence", "true");
@@ -354,6 +364,17 @@ mod tests {
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+    }
+
+    #[test]
+    fn the_fence_writer_sends_at_once_without_waiting_for_a_producer_id() {
+        let c = Settings::defaults()
+            .kafka
+            .client_config(ClientRole::FenceWriter)
+            .unwrap();
+        assert_eq!(c.get("enable.idempotence"), Some("false"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("linger.ms"), Some("0"));
     }
 }
 
