@@ -29,6 +29,8 @@
 //! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
 //! `PARTITION_FETCH_BYTES`; 0 turns it off).
 //!
+//! `E2E_TRACE=1` prints the connector's progress at every poll of each drain (see `trace_drain`).
+//!
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
 //!
@@ -343,6 +345,11 @@ log_format = "json"
 /// One metric's value from the connector's /metrics (summed over the series matching `filter`);
 /// `None` when the endpoint does not answer or no series matches.
 fn scrape(port: u16, metric: &str, filter: &str) -> Option<f64> {
+    sum_of(&metrics_text(port)?, metric, filter)
+}
+
+/// The connector's /metrics page.
+fn metrics_text(port: u16) -> Option<String> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -353,12 +360,40 @@ fn scrape(port: u16, metric: &str, filter: &str) -> Option<f64> {
     .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The sum of the series of `metric` whose line contains `filter`, if any.
+fn sum_of(body: &str, metric: &str, filter: &str) -> Option<f64> {
     let values: Vec<f64> = body
         .lines()
         .filter(|l| l.starts_with(metric) && l.contains(filter))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// `E2E_TRACE=1`: one line per poll of the drain, from one scrape: what the connector took in
+/// and applied, what is in flight and in the order window, whether intake is paused, how many
+/// Schema Registry requests and state restores it made. How the drain's time was found to go to
+/// a restore and to registry round trips in the middle of it.
+fn trace_drain(port: u16, cases: &str, since: Instant) {
+    if std::env::var_os("E2E_TRACE").is_none() {
+        return;
+    }
+    let body = metrics_text(port).unwrap_or_default();
+    let m = |metric: &str, filter: &str| sum_of(&body, metric, filter).unwrap_or(0.0);
+    eprintln!(
+        "trace {:6.2} s: consumed {} applied {} in flight {} window {} paused {} registry requests {} restores {}",
+        since.elapsed().as_secs_f64(),
+        m("partnersync_records_consumed_total", ""),
+        m("partnersync_records_consumed_total", &format!("topic=\"{cases}\"")),
+        m("partnersync_in_flight_records", ""),
+        m("partnersync_order_window_records", ""),
+        m("partnersync_intake_paused", ""),
+        m("partnersync_registry_requests_total", ""),
+        m("partnersync_state_restores_total", ""),
+    );
 }
 
 struct Child {
@@ -701,6 +736,7 @@ fn main() {
             if first.is_none() && child.consumed() > 0.0 {
                 first = Some(Instant::now());
             }
+            trace_drain(child.port, &topics.cases, started);
             std::thread::sleep(Duration::from_millis(20));
         }
         let took = started.elapsed();

@@ -185,7 +185,12 @@ impl Pipeline {
                 }, if window_turn => Event::Window,
             };
             self.stats.beat();
-            self.apply_rebalance_log();
+            if self.apply_rebalance_log() {
+                // Restored now, not at a cases partition's first record: librdkafka fetches the
+                // inputs while the state is read, instead of the cases records waiting for it.
+                let result = self.restore_owned(None).await;
+                self.settle(result)?;
+            }
             match event {
                 Event::Shutdown => break,
                 Event::Delivery(d) => {
@@ -292,7 +297,8 @@ impl Pipeline {
         self.stored_since_commit = false;
     }
 
-    fn apply_rebalance_log(&mut self) {
+    /// Takes in what the rebalance callbacks logged; true when the assignment changed.
+    fn apply_rebalance_log(&mut self) -> bool {
         let (changed, revoked) = {
             let mut log = self.rebalance.lock().expect("rebalance log");
             let changed = !log.assigned.is_empty() || !log.revoked.is_empty();
@@ -341,6 +347,7 @@ impl Pipeline {
             self.reset_intake_partitions(assignment.as_ref());
             self.stats.set_order_window(self.intake.window.len());
         }
+        changed
     }
 
     /// Forgets the state of one partition (or all): it is restored again from Kafka when next used.
@@ -541,6 +548,12 @@ impl Pipeline {
         if self.states.contains_key(&partition) {
             return Ok(());
         }
+        self.restore_owned(Some(partition)).await
+    }
+
+    /// Restores every owned cases partition not restored yet, and `also` (a partition a record came
+    /// from, should the assignment not list it).
+    async fn restore_owned(&mut self, also: Option<i32>) -> Result<(), RuntimeError> {
         let mut partitions: Vec<i32> = self
             .consumer
             .assignment()
@@ -552,8 +565,11 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
-        if !partitions.contains(&partition) {
+        if let Some(partition) = also.filter(|p| !partitions.contains(p)) {
             partitions.push(partition);
+        }
+        if partitions.is_empty() {
+            return Ok(());
         }
         let restored = restore::restore_all(
             &self.settings.kafka,
