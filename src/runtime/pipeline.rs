@@ -163,18 +163,24 @@ impl Pipeline {
         let mut expire = tokio::time::interval(Duration::from_secs(
             self.settings.delivery.expiry_interval_seconds.max(1),
         ));
-        let mut paused = false;
         let consumer = self.consumer.clone();
         loop {
+            let paused = self.intake.paused;
             let window_turn = !paused && !self.intake.window.is_empty();
+            // Paused, the loop still takes records while the window has room: the cases records
+            // among them are applied, and applying is what finishes records in flight. (Taking
+            // nothing, a paused drain applied nothing until the route stage's own records were
+            // acknowledged: 0.3 s of a 2.6 s drain in the benchmark.)
+            let taking = !paused || !self.intake.window.is_over_limit();
             let hold = self.intake.hold_until;
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
                 Some(d) = deliveries.recv() => Event::Delivery(d),
-                // Backpressure: above `max_in_flight` the loop stops taking records (librdkafka's
-                // own queue bound then stops its fetching) until half have drained.
-                m = consumer.recv(), if !paused => Event::Message(m.map(|m| (kafka::to_source(&m), kafka::timestamp_of(&m))).map_err(|e| e.to_string())),
+                // Backpressure: above `max_in_flight` the loop stops routing input records, and
+                // once the window is full stops taking records (librdkafka's own queue bound then
+                // stops its fetching), until half have drained.
+                m = consumer.recv(), if taking => Event::Message(m.map(|m| (kafka::to_source(&m), kafka::timestamp_of(&m))).map_err(|e| e.to_string())),
                 _ = commit.tick() => Event::Commit,
                 _ = expire.tick() => Event::Expire,
                 // Only when the consumer has nothing ready (see `intake`).
@@ -222,10 +228,10 @@ impl Pipeline {
             // a 45,000-event drain stalled for good after one pause).
             let limit = self.settings.delivery.max_in_flight.max(1);
             if !paused && self.in_flight > limit {
-                paused = true;
+                self.intake.paused = true;
                 self.stats.set_paused(true);
             } else if paused && self.in_flight <= limit / 2 {
-                paused = false;
+                self.intake.paused = false;
                 self.stats.set_paused(false);
             }
             self.stats.set_in_flight(self.in_flight);

@@ -45,6 +45,8 @@ pub(super) struct Intake {
     /// moves. (A transactional input ends with a commit marker the consumer never hands over, so
     /// its end stays one past the last record for good.)
     excused: HashMap<u32, i64>,
+    /// Above `delivery.max_in_flight`: nothing leaves the window until half have finished.
+    pub(super) paused: bool,
 }
 
 impl Intake {
@@ -58,6 +60,7 @@ impl Intake {
             assigned_at: Instant::now(),
             waiting_since: None,
             hold_until: None,
+            paused: false,
         }
     }
 
@@ -109,7 +112,8 @@ impl Pipeline {
         intake.hold_until = None;
     }
 
-    /// Takes an input record into the window, and routes what the bound lets out.
+    /// Takes an input record into the window, and routes what the bound lets out (nothing while
+    /// intake is paused: the loop then stops taking records once the window is full).
     pub(super) async fn take_input(
         &mut self,
         record: SourceRecord,
@@ -119,7 +123,7 @@ impl Pipeline {
         self.intake.took(tp, record.offset);
         let size = Intake::size_of(&record);
         self.intake.window.push(tp, timestamp, size, record);
-        while self.intake.window.is_over_limit() {
+        while !self.intake.paused && self.intake.window.is_over_limit() {
             self.route_next().await?;
         }
         self.stats.set_order_window(self.intake.window.len());
