@@ -646,6 +646,19 @@ fn latency_phase(
         .collect();
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let q = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+    if std::env::var_os("E2E_TRACE").is_some() {
+        // Whether the path kept up: answers arriving as fast as edits were offered, or behind.
+        let last = |at: &HashMap<String, Instant>| {
+            at.values()
+                .max()
+                .map_or(0.0, |t| t.duration_since(started).as_secs_f64())
+        };
+        eprintln!(
+            "trace latency {tag} at {rate}/s: last edit sent at {:.2} s, last answer read at {:.2} s",
+            last(&sent),
+            last(&received)
+        );
+    }
     Latencies {
         received: received.len(),
         p50_ms: q(0.50),
