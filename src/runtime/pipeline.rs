@@ -21,6 +21,7 @@ use apache_avro::Schema;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
@@ -191,10 +192,10 @@ impl Pipeline {
                 }, if window_turn => Event::Window,
             };
             self.stats.beat();
-            if self.apply_rebalance_log() {
+            if let Some(assignment) = self.apply_rebalance_log() {
                 // Restored now, not at a cases partition's first record: librdkafka fetches the
                 // inputs while the state is read, instead of the cases records waiting for it.
-                let result = self.restore_owned(None).await;
+                let result = self.restore_owned(Some(&assignment), None).await;
                 self.settle(result)?;
             }
             match event {
@@ -303,8 +304,8 @@ impl Pipeline {
         self.stored_since_commit = false;
     }
 
-    /// Takes in what the rebalance callbacks logged; true when the assignment changed.
-    fn apply_rebalance_log(&mut self) -> bool {
+    /// Takes in what the rebalance callbacks logged; returns the new assignment when it changed.
+    fn apply_rebalance_log(&mut self) -> Option<TopicPartitionList> {
         let (changed, revoked) = {
             let mut log = self.rebalance.lock().expect("rebalance log");
             let changed = !log.assigned.is_empty() || !log.revoked.is_empty();
@@ -353,7 +354,7 @@ impl Pipeline {
             self.reset_intake_partitions(assignment.as_ref());
             self.stats.set_order_window(self.intake.window.len());
         }
-        changed
+        assignment
     }
 
     /// Forgets the state of one partition (or all): it is restored again from Kafka when next used.
@@ -554,15 +555,19 @@ impl Pipeline {
         if self.states.contains_key(&partition) {
             return Ok(());
         }
-        self.restore_owned(Some(partition)).await
+        let assignment = self.consumer.assignment().ok();
+        self.restore_owned(assignment.as_ref(), Some(partition))
+            .await
     }
 
-    /// Restores every owned cases partition not restored yet, and `also` (a partition a record came
-    /// from, should the assignment not list it).
-    async fn restore_owned(&mut self, also: Option<i32>) -> Result<(), RuntimeError> {
-        let mut partitions: Vec<i32> = self
-            .consumer
-            .assignment()
+    /// Restores every cases partition of `assignment` not restored yet, and `also` (a partition a
+    /// record came from, should the assignment not list it).
+    async fn restore_owned(
+        &mut self,
+        assignment: Option<&TopicPartitionList>,
+        also: Option<i32>,
+    ) -> Result<(), RuntimeError> {
+        let mut partitions: Vec<i32> = assignment
             .map(|a| {
                 a.elements_for_topic(&self.topics.cases)
                     .iter()

@@ -80,9 +80,11 @@ pub enum ClientRole {
     Producer,
     /// Transactional producer (exactly-once); the caller adds `transactional.id`.
     TransactionalProducer,
-    /// Writes the restore fences: one record per state partition and restore, awaited before the
-    /// next, so idempotence would guard nothing. (An idempotent producer holds its first record
-    /// until the broker gave it a producer id: the first restore's fences took ~0.9 s on Tansu.)
+    /// Writes the restore fences: a restore sends one record to each of its state partitions and
+    /// awaits them all before it reads, so idempotence would guard nothing (a retried duplicate lies
+    /// after the first fence, where the reader has already stopped). An idempotent producer holds
+    /// its first record until the broker gave it a producer id: the first restore's fences took
+    /// ~0.9 s on Tansu.
     FenceWriter,
 }
 
