@@ -78,6 +78,17 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
     produce_raw(&p, &lead_topic, &key, b"{\"leadid\": \"not avro\"}").await;
     produce_raw(&p, &lead_topic, &key, &[0, 0, 0, 0x30, 0x39, 1, 2, 3]).await; // schema id 12345: unknown
     let events = story::generate(4, 6, &EngineConfig::defaults(), START_MS).clean();
+    // A lead whose header and leadid are whole but whose record is cut short: the route stage reads
+    // only as far as the case key, so this one goes to the dead letters from the apply stage.
+    let lead = events
+        .iter()
+        .find(|e| e.kind() == SourceKind::Lead)
+        .expect("the story has a lead");
+    let body = partner_sync::codec::Codec::new()
+        .encode_event(lead)
+        .unwrap();
+    let cut = partner_sync::registry::wire::frame(ids[&SourceKind::Lead], &body[..body.len() - 3]);
+    produce_raw(&p, &lead_topic, &key, &cut).await;
     produce(&p, &ids, &events).await;
     let expected = expected_commands(&events);
 
@@ -92,10 +103,10 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
             &broker.bootstrap(),
             &topics.dead_letters,
             Duration::from_secs(30),
-            |r| r.len() >= 2,
+            |r| r.len() >= 3,
         )
     });
-    assert_eq!(dead.len(), 2, "exactly the two poison records");
+    assert_eq!(dead.len(), 3, "exactly the three poison records");
     let by_reason = |reason: &str| {
         dead.iter()
             .find(|d| d.header("partnersync.errors.reason").as_deref() == Some(reason))
@@ -127,6 +138,23 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_partitio
         json.header("__connect.errors.offset").is_some()
             && json.header("__connect.errors.partition").is_some()
     );
+    let cut_short = by_reason("undecodable").expect("the lead cut short");
+    assert_eq!(cut_short.value, cut, "original bytes kept");
+    assert_eq!(cut_short.key.as_deref(), Some(key.as_bytes()));
+    assert_eq!(
+        cut_short.header("__connect.errors.topic").as_deref(),
+        Some(lead_topic.as_str()),
+        "the input topic it came from, not the cases topic"
+    );
+    assert_eq!(
+        cut_short.header("traceparent"),
+        json.header("traceparent"),
+        "its own headers kept through the cases topic"
+    );
+    assert!(cut_short
+        .header("__connect.errors.exception.message")
+        .unwrap()
+        .contains("not a valid"));
     let unknown = by_reason("unknown_schema").expect("the record with an unknown schema id");
     assert!(unknown
         .header("__connect.errors.exception.message")

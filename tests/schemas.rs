@@ -126,6 +126,61 @@ fn every_event_of_a_realistic_story_round_trips_through_avro() {
 }
 
 #[test]
+fn the_route_stage_reads_the_same_case_key_from_the_leading_fields_as_from_the_whole_event() {
+    // The route stage decodes only the header and the leading ids: they must come first.
+    let codec = Codec::new();
+    for (kind, leading) in [
+        (SourceKind::Prospect, &["ProspectId"][..]),
+        (SourceKind::Lead, &["leadid"][..]),
+        (
+            SourceKind::Opportunity,
+            &["opportunityid", "originatingleadid"][..],
+        ),
+        (SourceKind::Contact, &["contactid", "originatingleadid"][..]),
+        (SourceKind::Account, &["accountid", "originatingleadid"][..]),
+    ] {
+        let fields = entity_fields(codec.event_schema(kind));
+        assert_eq!(&fields[..leading.len()], leading, "{kind:?}");
+    }
+    let engine = Engine::new(EngineConfig::defaults());
+    let mut events = story::generate(11, 40, engine.config(), 1_772_442_000_000).clean();
+    // Records qualified from no lead are keyed by themselves.
+    let unlinked: Vec<ChangeEvent> = events
+        .iter()
+        .filter_map(|e| match e {
+            ChangeEvent::Contact(c) => {
+                let mut c = c.clone();
+                c.record.originatingleadid = None;
+                Some(ChangeEvent::Contact(c))
+            }
+            ChangeEvent::Account(c) => {
+                let mut c = c.clone();
+                c.record.originatingleadid = Some(String::new());
+                Some(ChangeEvent::Account(c))
+            }
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    events.extend(unlinked);
+    let mut keyed_by_self = 0;
+    for event in &events {
+        let kind = event.kind();
+        let bytes = codec.encode_event(event).unwrap();
+        let f = codec.decode_case_fields(kind, &bytes).unwrap();
+        assert_eq!(&f.header, event.header());
+        assert_eq!(f.id, event.entity_id());
+        let key = engine.case_key_of(kind, &f.header, &f.id, &f.originating_lead);
+        assert_eq!(key, engine.case_key(event), "{kind:?} {}", f.id);
+        keyed_by_self += usize::from(kind != SourceKind::Lead && key == f.id);
+    }
+    assert!(
+        keyed_by_self >= 4,
+        "the unlinked records are keyed by themselves"
+    );
+}
+
+#[test]
 fn every_command_the_engine_emits_round_trips_through_avro() {
     let codec = Codec::new();
     let engine = Engine::new(EngineConfig::defaults());

@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::model::{
-    Alert, Change, ChangeEvent, Command, CommandKind, CustomerHierarchyCreate, CustomerUpsert,
-    LeadNote, LeadUpsert, NotificationRequest, ProspectStatusUpdate, SourceKind,
+    Alert, CaseFields, Change, ChangeEvent, Command, CommandKind, CustomerHierarchyCreate,
+    CustomerUpsert, LeadNote, LeadUpsert, NotificationRequest, ProspectStatusUpdate, SourceKind,
 };
 
 /// The schema files, by what they carry.
@@ -229,6 +229,39 @@ impl Codec {
         })
     }
 
+    /// The header and leading ids of an event body written with exactly our schema for `kind` (see
+    /// [`Codec::reads_directly`]), read without the rest of the record: the route stage needs only
+    /// the case key, and the apply stage decodes (and checks) the whole record anyway. Decoding the
+    /// whole contact twice was ~5% of the pipeline thread's time on a backfill.
+    pub fn decode_case_fields(
+        &self,
+        kind: SourceKind,
+        bytes: &[u8],
+    ) -> Result<CaseFields, CodecError> {
+        let decode = |e: binary::Error| CodecError::Decode {
+            schema: full_name(self.event_schema(kind)),
+            reason: e.to_string(),
+        };
+        Ok(match kind {
+            SourceKind::Prospect | SourceKind::Lead => {
+                let (c, _) = binary::from_slice::<Change<IdOnly>>(bytes).map_err(decode)?;
+                CaseFields {
+                    header: c.header,
+                    id: c.record.id,
+                    originating_lead: None,
+                }
+            }
+            SourceKind::Opportunity | SourceKind::Contact | SourceKind::Account => {
+                let (c, _) = binary::from_slice::<Change<IdAndLead>>(bytes).map_err(decode)?;
+                CaseFields {
+                    header: c.header,
+                    id: c.record.id,
+                    originating_lead: c.record.originating_lead,
+                }
+            }
+        })
+    }
+
     /// Encodes a command's Avro body with our schema for its kind.
     pub fn encode_command(&self, command: &Command) -> Result<Vec<u8>, CodecError> {
         self.encode_command_after(&[], command)
@@ -307,6 +340,19 @@ fn no_leftover(schema: &Schema, input: &[u8]) -> Result<(), CodecError> {
 }
 
 /// Decodes bytes written with `schema` itself (or a schema of identical encoding).
+/// A record's first field, its id (Avro reads a record's fields in order; the rest is not read).
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// A record's first two fields: its id and `originatingleadid`.
+#[derive(serde::Deserialize)]
+struct IdAndLead {
+    id: String,
+    originating_lead: Option<String>,
+}
+
 fn read_direct<T: DeserializeOwned>(schema: &Schema, bytes: &[u8]) -> Result<T, CodecError> {
     let (value, left) = binary::from_slice::<T>(bytes).map_err(|e| CodecError::Decode {
         schema: full_name(schema),

@@ -119,25 +119,37 @@ impl Engine {
     /// Contacts and accounts without an originating lead are keyed by themselves.
     /// Borrowed from the event except for prospects, whose key is derived.
     pub fn case_key<'e>(&self, event: &'e ChangeEvent) -> Cow<'e, str> {
-        let id = match event {
-            ChangeEvent::Prospect(c) => {
-                return Cow::Owned(ids::lead_id(
-                    &self.company(&c.header, None),
-                    &c.record.prospect_id,
-                ))
-            }
-            ChangeEvent::Lead(c) => &c.record.leadid,
-            ChangeEvent::Opportunity(c) => {
-                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.opportunityid)
-            }
+        let (header, id, originating_lead) = match event {
+            ChangeEvent::Prospect(c) => (&c.header, &c.record.prospect_id, &None),
+            ChangeEvent::Lead(c) => (&c.header, &c.record.leadid, &None),
+            ChangeEvent::Opportunity(c) => (
+                &c.header,
+                &c.record.opportunityid,
+                &c.record.originatingleadid,
+            ),
             ChangeEvent::Contact(c) => {
-                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.contactid)
+                (&c.header, &c.record.contactid, &c.record.originatingleadid)
             }
             ChangeEvent::Account(c) => {
-                non_empty(&c.record.originatingleadid).unwrap_or(&c.record.accountid)
+                (&c.header, &c.record.accountid, &c.record.originatingleadid)
             }
         };
-        Cow::Borrowed(id)
+        self.case_key_of(event.kind(), header, id, originating_lead)
+    }
+
+    /// [`Engine::case_key`] from the fields it reads (the route stage decodes only those, see
+    /// [`crate::codec::Codec::decode_case_fields`]).
+    pub fn case_key_of<'e>(
+        &self,
+        kind: SourceKind,
+        header: &ChangeHeader,
+        id: &'e str,
+        originating_lead: &'e Option<String>,
+    ) -> Cow<'e, str> {
+        if kind == SourceKind::Prospect {
+            return Cow::Owned(ids::lead_id(&self.company(header, None), id));
+        }
+        Cow::Borrowed(non_empty(originating_lead).unwrap_or(id))
     }
 
     /// Applies one event at time `now_ms` (epoch millis; used only for parking).

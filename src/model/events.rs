@@ -205,6 +205,18 @@ entity! {
     }
 }
 
+/// What the route stage reads of an event: the header and the record's leading ids, which its case
+/// key is computed from. Every record schema starts with its id, and those of opportunities,
+/// contacts and accounts continue with `originatingleadid` (`tests/schemas.rs` checks the order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseFields {
+    pub header: ChangeHeader,
+    /// ProspectId, leadid, opportunityid, contactid or accountid.
+    pub id: String,
+    /// `originatingleadid`; always `None` for prospects and leads.
+    pub originating_lead: Option<String>,
+}
+
 /// Any change the engine accepts, tagged by the source table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

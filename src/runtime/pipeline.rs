@@ -1,9 +1,9 @@
 //! The processing loop: one consumer over the input topics and the cases topic, one producer.
 //!
 //! - A record from an **input topic** is routed: wire header checked, writer schema fetched (cached),
-//!   Avro decoded, and the original bytes re-keyed by case onto the cases topic (phase 1). Bad records
-//!   go to the dead letters instead.
-//! - A record from the **cases topic** is applied: decoded again, run through the engine with its
+//!   the Avro read as far as the case key needs, and the original bytes re-keyed by case onto the
+//!   cases topic (phase 1). Bad records go to the dead letters instead.
+//! - A record from the **cases topic** is applied: decoded whole, run through the engine with its
 //!   partition's state, commands encoded and sent (phase 1), then the touched state entries are written
 //!   to the same partition of the state topic (phase 2, see [`super::tracker`]).
 //! - Offsets are stored when a record is fully acknowledged and committed every
@@ -445,16 +445,18 @@ impl Pipeline {
         }
     }
 
-    /// Decodes a record's value as `kind`, or says which dead letter it deserves.
-    async fn decode(
+    /// A record's writer schema, whether it reads directly as ours ([`Codec::reads_directly`],
+    /// cached per schema id), and where its Avro body starts; or which dead letter it deserves.
+    async fn writer_of(
         &mut self,
         kind: SourceKind,
         source: &SourceRecord,
-    ) -> Result<ChangeEvent, DeadLetter> {
+    ) -> Result<(Arc<Schema>, bool, usize), DeadLetter> {
         let (id, body) = match wire::split(Some(&source.value)) {
             Ok(v) => v,
             Err(e) => return Err(DeadLetter::from_wire(source.clone(), &e)),
         };
+        let start = source.value.len() - body.len();
         let writer = self
             .writer_schema(id)
             .await
@@ -463,11 +465,45 @@ impl Pipeline {
             .direct
             .entry((id, kind))
             .or_insert_with(|| self.codec.reads_directly(kind, &writer));
+        Ok((writer, direct, start))
+    }
+
+    /// Decodes a record's value as `kind`, or says which dead letter it deserves.
+    async fn decode(
+        &mut self,
+        kind: SourceKind,
+        source: &SourceRecord,
+    ) -> Result<ChangeEvent, DeadLetter> {
+        let (writer, direct, start) = self.writer_of(kind, source).await?;
+        self.codec
+            .decode_event_with(kind, &writer, direct, &source.value[start..])
+            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
+    }
+
+    /// The case key of an input record. A record written with our schema is read only as far as
+    /// the ids the key is computed from; the apply stage decodes and checks the rest (a record bad
+    /// further on goes to the dead letters from there, with the same original bytes). A record of
+    /// another writer schema is resolved whole, as its fields may be anywhere.
+    async fn case_key_of(
+        &mut self,
+        kind: SourceKind,
+        source: &SourceRecord,
+    ) -> Result<String, DeadLetter> {
+        let (writer, direct, start) = self.writer_of(kind, source).await?;
+        let body = &source.value[start..];
+        let failed = |e: crate::codec::CodecError| DeadLetter::from_decode(source.clone(), &e);
+        if direct {
+            let f = self.codec.decode_case_fields(kind, body).map_err(failed)?;
+            return Ok(self
+                .engine
+                .case_key_of(kind, &f.header, &f.id, &f.originating_lead)
+                .into_owned());
+        }
         let event = self
             .codec
             .decode_event_with(kind, &writer, direct, body)
-            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))?;
-        Ok(event)
+            .map_err(failed)?;
+        Ok(self.engine.case_key(&event).into_owned())
     }
 
     async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
@@ -478,11 +514,10 @@ impl Pipeline {
                 .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
                 .await;
         };
-        let event = match self.decode(kind, &source).await {
-            Ok(e) => e,
+        let case = match self.case_key_of(kind, &source).await {
+            Ok(case) => case,
             Err(dl) => return self.dead_letter_input(tp, seq, offset, dl).await,
         };
-        let case = self.engine.case_key(&event);
         let mut headers = source.headers.clone();
         headers.push((H_TOPIC.into(), source.topic.as_bytes().to_vec()));
         headers.push((
