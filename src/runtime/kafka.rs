@@ -239,6 +239,101 @@ pub fn timestamp_of(m: &BorrowedMessage<'_>) -> i64 {
     m.timestamp().to_millis().unwrap_or(i64::MIN)
 }
 
+/// Headers that carry an input record's origin through the cases topic.
+pub const H_TOPIC: &str = "partnersync.source.topic";
+pub const H_PARTITION: &str = "partnersync.source.partition";
+pub const H_OFFSET: &str = "partnersync.source.offset";
+pub const H_KEY: &str = "partnersync.source.key";
+
+/// A record the consumer handed over, converted once.
+pub enum Incoming {
+    /// An input record and its timestamp (`i64::MIN` when it has none).
+    Input {
+        record: SourceRecord,
+        timestamp: i64,
+    },
+    /// A cases record at `partition`/`offset`, as the input record it was routed from.
+    Case {
+        partition: i32,
+        offset: i64,
+        original: SourceRecord,
+    },
+}
+
+/// Converts a message read from `cases_topic` or an input topic. A cases record becomes its
+/// original straight from librdkafka's headers: copying our origin headers into owned strings
+/// first, to parse and drop them afterwards, cost ~8 allocations a record.
+pub fn incoming(m: &BorrowedMessage<'_>, cases_topic: &str) -> Incoming {
+    if m.topic() != cases_topic {
+        return Incoming::Input {
+            record: to_source(m),
+            timestamp: timestamp_of(m),
+        };
+    }
+    let headers = m.headers();
+    let pairs = headers
+        .iter()
+        .flat_map(|hs| hs.iter())
+        .map(|h| (h.key, h.value));
+    Incoming::Case {
+        partition: m.partition(),
+        offset: m.offset(),
+        original: original_from(
+            cases_topic,
+            m.partition(),
+            m.offset(),
+            m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            pairs,
+        ),
+    }
+}
+
+/// The input record a cases record at `topic`/`partition`/`offset` was routed from: its origin
+/// headers say where it came from and its key; its other headers and `value` are the input's own.
+/// When an origin header is missing, the cases record's own coordinates stay.
+pub fn original_from<'h>(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    value: Vec<u8>,
+    headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+) -> SourceRecord {
+    let mut original = SourceRecord {
+        topic: String::new(),
+        partition,
+        offset,
+        key: None,
+        value,
+        headers: Vec::new(),
+    };
+    let mut origin_topic = None;
+    for (name, value) in headers {
+        let text = || value.and_then(|v| std::str::from_utf8(v).ok());
+        match name {
+            // An input that itself carried one of our names: ours come last and win.
+            H_TOPIC => origin_topic = text().or(origin_topic),
+            H_PARTITION => {
+                if let Some(p) = text().and_then(|t| t.parse().ok()) {
+                    original.partition = p;
+                }
+            }
+            H_OFFSET => {
+                if let Some(o) = text().and_then(|t| t.parse().ok()) {
+                    original.offset = o;
+                }
+            }
+            H_KEY => original.key = Some(value.unwrap_or_default().to_vec()),
+            n if n.starts_with("partnersync.source.") => {}
+            _ => original.headers.push((
+                name.to_string(),
+                value.map(<[u8]>::to_vec).unwrap_or_default(),
+            )),
+        }
+    }
+    original.topic = origin_topic.unwrap_or(topic).to_string();
+    original
+}
+
 /// Copies a message into an owned record.
 pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
     let headers = m
@@ -261,5 +356,47 @@ pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_record_comes_back_from_a_cases_record_without_our_headers() {
+        let header = |n: &'static str, v: &'static str| (n, Some(v.as_bytes()));
+        let headers = [
+            header("traceparent", "00-abc-def-01"),
+            // An input that itself carried one of our header names: ours, added last, wins.
+            header(H_TOPIC, "someone.else"),
+            header(H_TOPIC, "sales.contact.changes"),
+            header(H_PARTITION, "1"),
+            header(H_OFFSET, "12345"),
+            header(H_KEY, "contact-1"),
+        ];
+        let original = original_from(
+            "partnersync.cases",
+            2,
+            77,
+            b"avro".to_vec(),
+            headers.into_iter(),
+        );
+        assert_eq!(original.topic, "sales.contact.changes");
+        assert_eq!((original.partition, original.offset), (1, 12345));
+        assert_eq!(original.key.as_deref(), Some(&b"contact-1"[..]));
+        assert_eq!(original.value, b"avro");
+        assert_eq!(
+            original.headers,
+            vec![("traceparent".to_string(), b"00-abc-def-01".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_cases_record_without_origin_headers_keeps_its_own_coordinates() {
+        let original = original_from("partnersync.cases", 2, 77, Vec::new(), std::iter::empty());
+        assert_eq!(original.topic, "partnersync.cases");
+        assert_eq!((original.partition, original.offset), (2, 77));
+        assert_eq!(original.key, None);
     }
 }

@@ -35,7 +35,8 @@ use transaction::Txn;
 
 use super::dead_letter::DeadLetter;
 use super::kafka::{
-    self, ConsumerCtx, Delivery, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
+    self, ConsumerCtx, Delivery, Incoming, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
+    H_KEY, H_OFFSET, H_PARTITION, H_TOPIC,
 };
 use super::restore;
 use super::stats::Stats;
@@ -47,12 +48,6 @@ use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
 use crate::model::{ChangeEvent, SourceKind};
 use crate::registry::{wire, RegistryClient, RegistryError};
 use crate::settings::Settings;
-
-/// Headers that carry an input record's origin through the cases topic.
-const H_TOPIC: &str = "partnersync.source.topic";
-const H_PARTITION: &str = "partnersync.source.partition";
-const H_OFFSET: &str = "partnersync.source.offset";
-const H_KEY: &str = "partnersync.source.key";
 
 /// A state write waiting in phase 2.
 pub struct StateRecord {
@@ -97,11 +92,23 @@ pub struct Pipeline {
     intake: Intake,
 }
 
+/// A record for [`Pipeline::process`].
+pub(super) enum Job {
+    /// An input record, leaving the order window.
+    Route(SourceRecord),
+    /// A cases record at `partition`/`offset`, as the input record it was routed from.
+    Apply {
+        partition: i32,
+        offset: i64,
+        original: SourceRecord,
+    },
+}
+
 enum Event {
     Shutdown,
     Delivery(Delivery),
-    /// A record and its timestamp (`i64::MIN` when it has none).
-    Message(Result<(SourceRecord, i64), String>),
+    /// A record as read (see [`Incoming`]).
+    Message(Result<Incoming, String>),
     Commit,
     Expire,
     /// The order window may let records out.
@@ -165,6 +172,7 @@ impl Pipeline {
             self.settings.delivery.expiry_interval_seconds.max(1),
         ));
         let consumer = self.consumer.clone();
+        let cases_topic = self.topics.cases.clone();
         loop {
             let paused = self.intake.paused;
             let window_turn = !paused && !self.intake.window.is_empty();
@@ -181,7 +189,7 @@ impl Pipeline {
                 // Backpressure: above `max_in_flight` the loop stops routing input records, and
                 // once the window is full stops taking records (librdkafka's own queue bound then
                 // stops its fetching), until half have drained.
-                m = consumer.recv(), if taking => Event::Message(m.map(|m| (kafka::to_source(&m), kafka::timestamp_of(&m))).map_err(|e| e.to_string())),
+                m = consumer.recv(), if taking => Event::Message(m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string())),
                 _ = commit.tick() => Event::Commit,
                 _ = expire.tick() => Event::Expire,
                 // Only when the consumer has nothing ready (see `intake`).
@@ -204,14 +212,23 @@ impl Pipeline {
                     let result = self.on_deliveries(d, deliveries).await;
                     self.settle(result)?
                 }
-                Event::Message(Ok((record, timestamp))) => {
+                Event::Message(Ok(Incoming::Input { record, timestamp })) => {
                     self.stats.consumed(&record.topic);
-                    if record.topic == self.topics.cases {
-                        self.process(record).await?
-                    } else {
-                        // Each record it routes is settled in `process`.
-                        self.take_input(record, timestamp).await?
-                    }
+                    // Each record it routes is settled in `process`.
+                    self.take_input(record, timestamp).await?
+                }
+                Event::Message(Ok(Incoming::Case {
+                    partition,
+                    offset,
+                    original,
+                })) => {
+                    self.stats.consumed(&self.topics.cases);
+                    self.process(Job::Apply {
+                        partition,
+                        offset,
+                        original,
+                    })
+                    .await?
                 }
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
@@ -387,34 +404,52 @@ impl Pipeline {
 
     /// Runs one record through its stage (route for an input, apply for a cases record), in its
     /// span and timed.
-    async fn process(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {
-        let stage = if record.topic == self.topics.cases {
-            "apply"
-        } else {
-            "route"
+    async fn process(&mut self, job: Job) -> Result<(), RuntimeError> {
+        let (stage, partition, offset) = match &job {
+            Job::Route(r) => ("route", r.partition, r.offset),
+            Job::Apply {
+                partition, offset, ..
+            } => ("apply", *partition, *offset),
         };
         // A debug span: at info it costs nothing. (An info span per record cost ~8% of the loop's
         // CPU in the profile: the JSON layer formats its fields eagerly.) The lines a record causes
         // at info name their record themselves; see `add_dead_letter`.
         let span = tracing::debug_span!(
             "record",
-            topic = %record.topic,
-            partition = record.partition,
-            offset = record.offset,
+            topic = %match &job {
+                Job::Route(r) => r.topic.as_str(),
+                Job::Apply { .. } => self.topics.cases.as_str(),
+            },
+            partition,
+            offset,
         );
         let started = Instant::now();
-        let result = self.on_record(record).instrument(span).await;
+        let result = self.on_record(job).instrument(span).await;
         self.stats.processed(stage, started.elapsed());
         self.settle(result)
     }
 
-    async fn on_record(&mut self, record: SourceRecord) -> Result<(), RuntimeError> {
+    async fn on_record(&mut self, job: Job) -> Result<(), RuntimeError> {
         self.ensure_txn()?;
-        let tp = self.tp(&record.topic, record.partition);
-        if record.topic == self.topics.cases {
-            self.apply(tp, record).await
-        } else {
-            self.route(tp, record).await
+        match job {
+            Job::Route(record) => {
+                let tp = self.tp(&record.topic, record.partition);
+                self.route(tp, record).await
+            }
+            Job::Apply {
+                partition,
+                offset,
+                original,
+            } => {
+                let tp = match self.tp_index_of(&self.topics.cases, partition) {
+                    Some(tp) => tp,
+                    None => {
+                        let cases = self.topics.cases.clone();
+                        self.tp(&cases, partition)
+                    }
+                };
+                self.apply(tp, partition, offset, original).await
+            }
         }
     }
 
@@ -548,42 +583,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Rebuilds the original input record from a cases-topic record (taking its value and headers).
-    fn original(case_record: SourceRecord) -> SourceRecord {
-        let mut original = SourceRecord {
-            topic: case_record.topic,
-            partition: case_record.partition,
-            offset: case_record.offset,
-            key: None,
-            value: case_record.value,
-            headers: Vec::with_capacity(case_record.headers.len()),
-        };
-        for (name, value) in case_record.headers {
-            let text = || std::str::from_utf8(&value).ok();
-            match name.as_str() {
-                H_TOPIC => {
-                    if let Some(t) = text() {
-                        original.topic = t.to_string();
-                    }
-                }
-                H_PARTITION => {
-                    if let Some(p) = text().and_then(|t| t.parse().ok()) {
-                        original.partition = p;
-                    }
-                }
-                H_OFFSET => {
-                    if let Some(o) = text().and_then(|t| t.parse().ok()) {
-                        original.offset = o;
-                    }
-                }
-                H_KEY => original.key = Some(value),
-                n if n.starts_with("partnersync.source.") => {}
-                _ => original.headers.push((name, value)),
-            }
-        }
-        original
-    }
-
     /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
     /// cases partition not restored yet is restored with it (see [`super::restore`]).
     async fn ensure_state(&mut self, partition: i32) -> Result<(), RuntimeError> {
@@ -633,12 +632,17 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn apply(&mut self, tp: u32, record: SourceRecord) -> Result<(), RuntimeError> {
-        let partition = record.partition;
-        let offset = record.offset;
+    /// Applies the cases record at `partition`/`offset`, whose `source` is the input record it
+    /// was routed from (rebuilt by [`kafka::incoming`]).
+    async fn apply(
+        &mut self,
+        tp: u32,
+        partition: i32,
+        offset: i64,
+        source: SourceRecord,
+    ) -> Result<(), RuntimeError> {
         self.ensure_state(partition).await?;
         let seq = self.next_seq(tp);
-        let source = Self::original(record);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
                 .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
@@ -731,40 +735,5 @@ impl Pipeline {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }
         self.advance(tp).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_original_record_comes_back_from_a_cases_record_without_our_headers() {
-        let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
-        let case_record = SourceRecord {
-            topic: "partnersync.cases".into(),
-            partition: 2,
-            offset: 77,
-            key: Some(b"case-key".to_vec()),
-            value: b"avro".to_vec(),
-            headers: vec![
-                header("traceparent", "00-abc-def-01"),
-                // An input that itself carried one of our header names: ours, added last, wins.
-                header(H_TOPIC, "someone.else"),
-                header(H_TOPIC, "sales.contact.changes"),
-                header(H_PARTITION, "1"),
-                header(H_OFFSET, "12345"),
-                header(H_KEY, "contact-1"),
-            ],
-        };
-        let original = Pipeline::original(case_record);
-        assert_eq!(original.topic, "sales.contact.changes");
-        assert_eq!((original.partition, original.offset), (1, 12345));
-        assert_eq!(original.key.as_deref(), Some(&b"contact-1"[..]));
-        assert_eq!(original.value, b"avro");
-        assert_eq!(
-            original.headers,
-            vec![header("traceparent", "00-abc-def-01")]
-        );
     }
 }

@@ -175,7 +175,7 @@ impl Pipeline {
         let Some((_, record)) = self.intake.window.pop() else {
             return Ok(());
         };
-        self.process(record).await
+        self.process(super::Job::Route(record)).await
     }
 
     /// The input partitions with nothing in the window that may still have records to hand over,
