@@ -584,6 +584,13 @@ mod tests {
                 0,
                 0,
             );
+            for _ in 0..2 {
+                let missing = crate::engine::Rejection::MissingField {
+                    entity: "lead".into(),
+                    field: "leadid".into(),
+                };
+                s.decided(kind, &decision(Disposition::Rejected(missing)), 0, 0);
+            }
         }
         for (n, kind) in SourceKind::ALL.into_iter().enumerate() {
             let count = |outcome| {
@@ -595,6 +602,7 @@ mod tests {
             assert_eq!(count("emitted"), n as u64 + 1, "{kind:?}");
             assert_eq!(count("skipped"), 1, "{kind:?}");
             assert_eq!(count("parked"), 0, "{kind:?}");
+            assert_eq!(count("rejected"), 2, "{kind:?}");
         }
     }
 
