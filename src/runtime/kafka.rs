@@ -324,30 +324,26 @@ pub fn original_from<'h>(
             }
             H_KEY => original.key = Some(value.unwrap_or_default().to_vec()),
             n if n.starts_with("partnersync.source.") => {}
-            _ => original.headers.push((
-                name.to_string(),
-                value.map(<[u8]>::to_vec).unwrap_or_default(),
-            )),
+            _ => original.headers.push(owned_header(name, value)),
         }
     }
     original.topic = origin_topic.unwrap_or(topic).to_string();
     original
 }
 
+/// A header as a [`SourceRecord`] holds it (a header without a value becomes an empty one).
+fn owned_header(name: &str, value: Option<&[u8]>) -> (String, Vec<u8>) {
+    (
+        name.to_string(),
+        value.map(<[u8]>::to_vec).unwrap_or_default(),
+    )
+}
+
 /// Copies a message into an owned record.
 pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
     let headers = m
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
+        .map(|hs| hs.iter().map(|h| owned_header(h.key, h.value)).collect())
         .unwrap_or_default();
     SourceRecord {
         topic: m.topic().to_string(),

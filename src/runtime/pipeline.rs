@@ -510,8 +510,20 @@ impl Pipeline {
         source: &SourceRecord,
     ) -> Result<ChangeEvent, DeadLetter> {
         let (writer, direct, start) = self.writer_of(kind, source).await?;
+        self.decode_body(kind, source, &writer, direct, start)
+    }
+
+    /// The whole event of a record whose writer schema is known ([`Pipeline::writer_of`]).
+    fn decode_body(
+        &self,
+        kind: SourceKind,
+        source: &SourceRecord,
+        writer: &Schema,
+        direct: bool,
+        start: usize,
+    ) -> Result<ChangeEvent, DeadLetter> {
         self.codec
-            .decode_event_with(kind, &writer, direct, &source.value[start..])
+            .decode_event_with(kind, writer, direct, &source.value[start..])
             .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
     }
 
@@ -525,20 +537,18 @@ impl Pipeline {
         source: &SourceRecord,
     ) -> Result<String, DeadLetter> {
         let (writer, direct, start) = self.writer_of(kind, source).await?;
-        let body = &source.value[start..];
-        let failed = |e: crate::codec::CodecError| DeadLetter::from_decode(source.clone(), &e);
-        if direct {
-            let f = self.codec.decode_case_fields(kind, body).map_err(failed)?;
-            return Ok(self
-                .engine
-                .case_key_of(kind, &f.header, &f.id, &f.originating_lead)
-                .into_owned());
+        if !direct {
+            let event = self.decode_body(kind, source, &writer, direct, start)?;
+            return Ok(self.engine.case_key(&event).into_owned());
         }
-        let event = self
+        let f = self
             .codec
-            .decode_event_with(kind, &writer, direct, body)
-            .map_err(failed)?;
-        Ok(self.engine.case_key(&event).into_owned())
+            .decode_case_fields(kind, &source.value[start..])
+            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))?;
+        Ok(self
+            .engine
+            .case_key_of(kind, &f.header, &f.id, &f.originating_lead)
+            .into_owned())
     }
 
     async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
