@@ -10,7 +10,9 @@
 pub mod dead_letter;
 pub mod endpoints;
 pub mod kafka;
+pub mod local;
 pub mod order;
+pub mod partitioner;
 pub mod pipeline;
 pub mod restore;
 pub mod stats;

@@ -25,6 +25,12 @@
 //! and the same offset then arrives twice. Keyed by offset, acknowledgements found the wrong entry and
 //! the partition never completed again: commits stopped and intake paused for good (seen on Tansu
 //! with `auto.offset.reset = latest`). "Before" means "taken in earlier", whatever the offsets say.
+//!
+//! Why an entry may have no offset and a link instead: a record applied without the cases hop
+//! ([`super::local`]) is tracked twice. In its cases partition's tracker, so that partition's state
+//! writes keep one order whichever path each record took; there it has no offset of its own. And in
+//! its input partition's tracker, waiting for one acknowledgement: the link, given when the
+//! cases-partition entry finishes ([`Ready::then`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -37,9 +43,19 @@ pub trait Keyed {
     fn key(&self) -> Self::Key<'_>;
 }
 
+/// "Then acknowledge record `seq` of the partition the pipeline numbers `tp`": what a finished
+/// entry without an offset of its own passes on (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Then {
+    pub tp: u32,
+    pub seq: i64,
+}
+
 struct Entry<T, S> {
     seq: i64,
-    offset: i64,
+    /// `None` for a record of another partition tracked here for its state writes' order.
+    offset: Option<i64>,
+    then: Option<Then>,
     phase1_left: usize,
     phase2: Option<Vec<T>>,
     phase2_left: usize,
@@ -88,6 +104,8 @@ pub struct Ready<T> {
     pub send: Vec<(i64, Vec<T>)>,
     /// The offset of the last record now fully acknowledged (store it; the commit is offset + 1).
     pub done_through: Option<i64>,
+    /// Records of other partitions to acknowledge now: their entries here finished.
+    pub then: Vec<Then>,
 }
 
 impl<T: Keyed, S> PartitionTracker<T, S> {
@@ -113,11 +131,30 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
     /// The record at `offset` entered the pipeline as number `seq` (from [`Self::next_seq`]), with
     /// `phase1` outputs already sent and `phase2` waiting; `source` is kept with it until it finishes.
     pub fn begin(&mut self, seq: i64, offset: i64, phase1: usize, phase2: Vec<T>, source: S) {
+        self.begin_entry(seq, Some(offset), None, phase1, phase2, source);
+    }
+
+    /// Like [`Self::begin`], for a record of another partition: no offset here, and `then` is
+    /// passed on when it finishes.
+    pub fn begin_linked(&mut self, seq: i64, then: Then, phase1: usize, phase2: Vec<T>, source: S) {
+        self.begin_entry(seq, None, Some(then), phase1, phase2, source);
+    }
+
+    fn begin_entry(
+        &mut self,
+        seq: i64,
+        offset: Option<i64>,
+        then: Option<Then>,
+        phase1: usize,
+        phase2: Vec<T>,
+        source: S,
+    ) {
         assert_eq!(seq, self.next_seq, "records are taken in one at a time");
         self.next_seq += 1;
         self.entries.push_back(Entry {
             seq,
             offset,
+            then,
             phase1_left: phase1,
             phase2: Some(phase2),
             phase2_left: 0,
@@ -194,9 +231,12 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
                 send.push((e.seq, records));
             }
         }
+        let mut then = Vec::new();
+        let done_through = self.finish(&mut then);
         Ready {
             send,
-            done_through: self.finish(),
+            done_through,
+            then,
         }
     }
 
@@ -229,8 +269,9 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
     }
 
     /// Removes the acknowledged records at the front, a record held by a later one only together
-    /// with it; returns the offset of the last one removed.
-    fn finish(&mut self) -> Option<i64> {
+    /// with it; returns the offset of the last one removed that has one, and adds the links of
+    /// those removed to `then`.
+    fn finish(&mut self, then: &mut Vec<Then>) -> Option<i64> {
         let mut done_through = None;
         'front: while !self.entries.is_empty() {
             let mut until = self.entries[0].held_until;
@@ -249,7 +290,8 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
                 i += 1;
             }
             for e in self.entries.drain(..=i) {
-                done_through = Some(e.offset);
+                done_through = e.offset.or(done_through);
+                then.extend(e.then);
             }
             self.sent -= i + 1;
         }
@@ -260,11 +302,20 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
     pub fn head(&self) -> Option<String> {
         self.entries.front().map(|e| {
             format!(
-                "offset {} waits for {} command acknowledgement(s) and {} state acknowledgement(s){}{}",
-                e.offset,
+                "{} waits for {} command acknowledgement(s) and {} state acknowledgement(s){}{}",
+                match (e.offset, e.then) {
+                    (Some(offset), _) => format!("offset {offset}"),
+                    (None, Some(then)) =>
+                        format!("a record applied here from input record #{}", then.seq),
+                    (None, None) => "a record".to_string(),
+                },
                 e.phase1_left,
                 e.phase2_left,
-                if e.phase2_sent { "" } else { "; its state is not sent yet" },
+                if e.phase2_sent {
+                    ""
+                } else {
+                    "; its state is not sent yet"
+                },
                 if e.held_until > e.seq {
                     "; a later record's state write holds its effect"
                 } else {
@@ -504,5 +555,53 @@ mod tests {
         }
         assert_eq!(t.advance().done_through, Some(999));
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_linked_record_keeps_its_place_in_the_state_order_and_passes_its_link_on_when_done() {
+        let mut t: PartitionTracker<&str> = PartitionTracker::default();
+        let hop = take(&mut t, 40, 1, vec!["case/a"]);
+        let then = Then { tp: 7, seq: 3 };
+        let local = t.next_seq();
+        t.begin_linked(local, then, 1, vec!["case/a"], ());
+        let after = take(&mut t, 41, 0, vec![]);
+        t.ack(local, 1);
+        let r = t.advance();
+        assert!(
+            r.send.is_empty(),
+            "its state waits for the earlier record's commands"
+        );
+        t.ack(hop, 1);
+        let r = t.advance();
+        // One pass releases both writes of case/a: only the later is sent, and the earlier record
+        // finishes with it.
+        assert_eq!(r.send, vec![(local, vec!["case/a"])]);
+        assert!(r.then.is_empty() && r.done_through.is_none());
+        t.ack(local, 2);
+        let r = t.advance();
+        assert_eq!(
+            r.then,
+            vec![then],
+            "the link, once its state is acknowledged"
+        );
+        assert_eq!(
+            r.done_through,
+            Some(41),
+            "the linked entry has no offset of its own"
+        );
+        let _ = after;
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_partition_of_linked_records_alone_stores_no_offset() {
+        let mut t: PartitionTracker<&str> = PartitionTracker::default();
+        for n in 0..3 {
+            let seq = t.next_seq();
+            t.begin_linked(seq, Then { tp: 1, seq: n }, 0, vec![], ());
+        }
+        let r = t.advance();
+        assert_eq!(r.done_through, None);
+        assert_eq!(r.then.iter().map(|l| l.seq).collect::<Vec<_>>(), [0, 1, 2]);
     }
 }
