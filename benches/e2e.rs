@@ -397,7 +397,8 @@ fn trace_drain(port: u16, cases: &str, since: Instant) {
         "trace {:6.2} s: consumed {} applied {} in flight {} window {} paused {} registry requests {} restores {}",
         since.elapsed().as_secs_f64(),
         m("partnersync_records_consumed_total", ""),
-        m("partnersync_records_consumed_total", &format!("topic=\"{cases}\"")),
+        sum_of(&body, "partnersync_records_applied_total", "")
+            .unwrap_or_else(|| m("partnersync_records_consumed_total", &format!("topic=\"{cases}\""))),
         m("partnersync_in_flight_records", ""),
         m("partnersync_order_window_records", ""),
         m("partnersync_intake_paused", ""),
@@ -443,13 +444,20 @@ impl Child {
         }
     }
 
+    /// Records that reached the apply stage, by either path (hop or local). A build without that
+    /// counter (compared through `E2E_CONNECTOR_BIN`) applied every record it read back from
+    /// the cases topic.
     fn applied(&self, cases: &str) -> f64 {
-        scrape(
-            self.port,
-            "partnersync_records_consumed_total",
-            &format!("topic=\"{cases}\""),
-        )
-        .unwrap_or(0.0)
+        let body = metrics_text(self.port).unwrap_or_default();
+        sum_of(&body, "partnersync_records_applied_total", "")
+            .or_else(|| {
+                sum_of(
+                    &body,
+                    "partnersync_records_consumed_total",
+                    &format!("topic=\"{cases}\""),
+                )
+            })
+            .unwrap_or(0.0)
     }
 
     /// Records taken in so far, from every topic.

@@ -255,15 +255,16 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
             .map_err(|(e, _)| format!("cannot write the story to {topic}: {e}"))?;
     }
 
-    // Wait until every record went through both hops and nothing is in flight.
+    // Wait until every record was routed and applied and nothing is in flight.
     let inputs = events.len() as u64;
     let routed_total = inputs - 1;
     let terminal = std::io::stderr().is_terminal();
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
-        let applied = stats.value(names::CONSUMED, &[("topic", &topics.cases)]);
-        let consumed = stats.value(names::CONSUMED, &[]) - applied;
+        let applied = stats.value(names::APPLIED, &[]);
+        let consumed = stats.value(names::CONSUMED, &[])
+            - stats.value(names::CONSUMED, &[("topic", &topics.cases)]);
         let commands = stats.value(names::COMMANDS, &[]);
         let done = consumed >= inputs && applied >= routed_total && stats.in_flight() == 0;
         if terminal {

@@ -59,7 +59,83 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
         "{}",
         stats.summary()
     );
+    // One instance owns every cases partition: every record is applied where it is routed, none
+    // read back from the cases topic (the records routed before a partition's fence came back
+    // were held for it, then applied here too).
+    let applied = stats.value(names::APPLIED, &[]);
+    assert_eq!(applied, events.len() as u64, "{}", stats.summary());
+    assert_eq!(
+        stats.value(names::APPLIED, &[("path", "local")]),
+        applied,
+        "{}",
+        stats.summary()
+    );
     drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_local_apply_off_every_record_takes_the_cases_hop_and_the_commands_are_the_same() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story::generate(22, 25, &EngineConfig::defaults(), START_MS).clean();
+    let expected = expected_commands(&events);
+    let p = producer(&broker.bootstrap());
+    produce(&p, &ids, &events).await;
+
+    let mut settings = settings(&broker.bootstrap(), &registry.url(), "hop-only");
+    settings.delivery.local_apply = false;
+    let connector = InProcess::start(settings);
+    let (seen, total) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
+    });
+    assert_same_commands(&expected, &seen);
+    assert_eq!(total, expected.len());
+    let stats = connector.stop().await.expect("the connector stops cleanly");
+    let topics =
+        partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
+    assert_eq!(
+        stats.value(names::APPLIED, &[("path", "hop")]),
+        events.len() as u64,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(
+        stats.value(names::CONSUMED, &[("topic", &topics.cases)]),
+        events.len() as u64,
+        "every record read back from the cases topic, and no fence written:\n{}",
+        stats.summary()
+    );
+    drop(registry);
+}
+
+/// The route stage picks a case's partition itself (to know whether it applies the record here);
+/// an instance of an earlier build leaves the choice to librdkafka. Both must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_stage_picks_the_cases_partition_librdkafkas_default_partitioner_picks() {
+    use rdkafka::producer::FutureRecord;
+    let broker = Broker::start();
+    let topic = "partitioner-check";
+    broker.create_topic(topic, 7);
+    let p = producer(&broker.bootstrap());
+    let keys: Vec<String> = (0..40)
+        .map(|n| ids::lead_id("usmf", &format!("prospect-{n}")))
+        .chain(["a", "lead-1", "0"].map(String::from))
+        .collect();
+    for key in &keys {
+        let delivery = p
+            .send(
+                FutureRecord::to(topic).key(key.as_str()).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+        assert_eq!(
+            delivery.partition,
+            partner_sync::runtime::partitioner::partition_of(key.as_bytes(), 7),
+            "key {key}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

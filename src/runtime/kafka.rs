@@ -39,6 +39,8 @@ pub enum Phase {
     ExpiryDeadLetter,
     /// A state write after an expiry.
     ExpiryState,
+    /// A fence written to a cases partition (see [`super::local`]); the fence's number in `seq`.
+    Fence,
 }
 
 /// A delivery report, as the pipeline consumes it.
@@ -244,6 +246,9 @@ pub const H_TOPIC: &str = "partnersync.source.topic";
 pub const H_PARTITION: &str = "partnersync.source.partition";
 pub const H_OFFSET: &str = "partnersync.source.offset";
 pub const H_KEY: &str = "partnersync.source.key";
+/// The only header of a fence record on the cases topic (which has no value): who wrote it and its
+/// number, `<instance>/<n>` (see [`super::local`]).
+pub const H_FENCE: &str = "partnersync.fence";
 
 /// A record the consumer handed over, converted once.
 pub enum Incoming {
@@ -258,6 +263,12 @@ pub enum Incoming {
         offset: i64,
         original: SourceRecord,
     },
+    /// A fence at `partition`/`offset` of the cases topic, with its [`H_FENCE`] header's text.
+    Fence {
+        partition: i32,
+        offset: i64,
+        fence: String,
+    },
 }
 
 /// Converts a message read from `cases_topic` or an input topic. A cases record becomes its
@@ -271,6 +282,20 @@ pub fn incoming(m: &BorrowedMessage<'_>, cases_topic: &str) -> Incoming {
         };
     }
     let headers = m.headers();
+    if m.payload().is_none() {
+        let fence = headers
+            .iter()
+            .flat_map(|hs| hs.iter())
+            .find(|h| h.key == H_FENCE)
+            .and_then(|h| std::str::from_utf8(h.value?).ok());
+        if let Some(fence) = fence {
+            return Incoming::Fence {
+                partition: m.partition(),
+                offset: m.offset(),
+                fence: fence.to_string(),
+            };
+        }
+    }
     let pairs = headers
         .iter()
         .flat_map(|hs| hs.iter())

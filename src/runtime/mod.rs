@@ -167,11 +167,12 @@ async fn output_schema_id(
     }
 }
 
-/// Checks that every topic exists and that `cases` and `state` have the same number of partitions.
+/// Checks that every topic exists and that `cases` and `state` have the same number of partitions;
+/// returns that number.
 fn check_topics(
     consumer: &StreamConsumer<ConsumerCtx>,
     topics: &Topics,
-) -> Result<(), RuntimeError> {
+) -> Result<i32, RuntimeError> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(15))
         .map_err(|e| {
@@ -206,7 +207,7 @@ fn check_topics(
             topics.cases, topics.state
         )));
     }
-    Ok(())
+    Ok(cases as i32)
 }
 
 /// Probes the registry every `telemetry.registry_probe_seconds` with one of our own output schema ids,
@@ -332,13 +333,13 @@ pub async fn run_with(
             ))
         })?;
     }
-    {
+    let cases_partitions = {
         let consumer = consumer.clone();
         let topics = topics.clone();
         tokio::task::spawn_blocking(move || check_topics(&consumer, &topics))
             .await
-            .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
-    }
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
+    };
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
@@ -362,6 +363,7 @@ pub async fn run_with(
         log,
         stats.clone(),
         fence_producer,
+        cases_partitions,
     );
     let pipeline = if transactional {
         pipeline.transactional()

@@ -28,9 +28,11 @@ use tracing::Instrument;
 mod acks;
 mod expiry;
 mod intake;
+mod local;
 mod transaction;
 
 use intake::Intake;
+use local::Held;
 use transaction::Txn;
 
 use super::dead_letter::DeadLetter;
@@ -38,16 +40,25 @@ use super::kafka::{
     self, ConsumerCtx, Delivery, Incoming, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
     H_KEY, H_OFFSET, H_PARTITION, H_TOPIC,
 };
+use super::local::LocalRoutes;
+use super::partitioner;
 use super::restore;
 use super::stats::Stats;
 use super::trace;
-use super::tracker::PartitionTracker;
+use super::tracker::{PartitionTracker, Then};
 use super::{now_ms, RuntimeError, Topics};
 use crate::codec::Codec;
 use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
 use crate::model::{ChangeEvent, SourceKind};
 use crate::registry::{wire, RegistryClient, RegistryError};
 use crate::settings::Settings;
+
+/// Nanoseconds since the epoch (0 if the clock is before it).
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
 
 /// A state write waiting in phase 2.
 pub struct StateRecord {
@@ -90,16 +101,36 @@ pub struct Pipeline {
     txn: Option<Txn>,
     /// Input records waiting in the order window, and what it knows of the input partitions.
     intake: Intake,
+    /// Owned cases partitions that apply records without the hop, and the records held for one
+    /// (see [`super::local`]).
+    local: LocalRoutes<Held>,
+    /// The cases topic's partition count: the route stage picks each record's partition itself.
+    cases_partitions: i32,
+    /// Who this instance is, in the fences it writes: `<pid>-<start time in ns>`.
+    fence_tag: String,
+    /// Input partitions to move forward after their locally applied records finished (reused).
+    linked: Vec<u32>,
+}
+
+/// Where a record sits in the tracker of the partition it is processed in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum At {
+    /// At this offset of that partition (an input record, or a cases record).
+    Offset(i64),
+    /// An input record applied without the hop: tracked in its cases partition with no offset of
+    /// its own, then acknowledged in its input partition.
+    Linked(Then),
 }
 
 /// A record for [`Pipeline::process`].
 pub(super) enum Job {
     /// An input record, leaving the order window.
     Route(SourceRecord),
-    /// A cases record at `partition`/`offset`, as the input record it was routed from.
+    /// A record of cases partition `partition` (read back from it at an offset, or routed to it
+    /// and applied here), as the input record it was routed from.
     Apply {
         partition: i32,
-        offset: i64,
+        at: At,
         original: SourceRecord,
     },
 }
@@ -128,6 +159,7 @@ impl Pipeline {
         rebalance: Arc<Mutex<RebalanceLog>>,
         stats: Arc<Stats>,
         fence_producer: rdkafka::producer::FutureProducer,
+        cases_partitions: i32,
     ) -> Pipeline {
         Pipeline {
             engine,
@@ -154,6 +186,12 @@ impl Pipeline {
                 settings.delivery.order_window_kib,
                 settings.delivery.order_wait_ms,
             ),
+            // A quarter of the in-flight limit: held records count as in flight, and the limit
+            // must still be able to drain below half through the others.
+            local: LocalRoutes::new(settings.delivery.max_in_flight / 4),
+            cases_partitions,
+            fence_tag: format!("{}-{}", std::process::id(), now_ns()),
+            linked: Vec::new(),
             settings,
         }
     }
@@ -225,10 +263,19 @@ impl Pipeline {
                     self.stats.consumed(&self.topics.cases);
                     self.process(Job::Apply {
                         partition,
-                        offset,
+                        at: At::Offset(offset),
                         original,
                     })
                     .await?
+                }
+                Event::Message(Ok(Incoming::Fence {
+                    partition,
+                    offset,
+                    fence,
+                })) => {
+                    self.stats.consumed(&self.topics.cases);
+                    let result = self.on_fence(partition, offset, &fence).await;
+                    self.settle(result)?
                 }
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
@@ -272,7 +319,9 @@ impl Pipeline {
             in_flight = self.in_flight,
             "Shutting down: intake stopped, finishing records in flight."
         );
-        while self.in_flight > 0 && Instant::now() < deadline {
+        // Records held for a fence are not waited for: the fence is not read any more. They are
+        // not committed, and are processed again after restart.
+        while self.in_flight > self.local.held() && Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, deliveries.recv()).await {
                 Ok(Some(d)) => self.on_deliveries(d, deliveries).await?,
@@ -365,6 +414,7 @@ impl Pipeline {
             }
             if topic == self.topics.cases {
                 self.drop_states(Some(partition));
+                self.local.revoked(partition);
             }
         }
         if changed {
@@ -378,7 +428,10 @@ impl Pipeline {
     fn drop_states(&mut self, partition: Option<i32>) {
         let dropped: Vec<EngineState> = match partition {
             Some(p) => self.states.remove(&p).into_iter().collect(),
-            None => self.states.drain().map(|(_, s)| s).collect(),
+            None => {
+                self.local.clear();
+                self.states.drain().map(|(_, s)| s).collect()
+            }
         };
         for state in dropped {
             self.stats.parked_moved(-(state.parked_count() as i64));
@@ -403,33 +456,46 @@ impl Pipeline {
     }
 
     /// Runs one record through its stage (route for an input, apply for a cases record), in its
-    /// span and timed.
-    async fn process(&mut self, job: Job) -> Result<(), RuntimeError> {
-        let (stage, partition, offset) = match &job {
-            Job::Route(r) => ("route", r.partition, r.offset),
-            Job::Apply {
-                partition, offset, ..
-            } => ("apply", *partition, *offset),
-        };
-        // A debug span: at info it costs nothing. (An info span per record cost ~8% of the loop's
-        // CPU in the profile: the JSON layer formats its fields eagerly.) The lines a record causes
-        // at info name their record themselves; see `add_dead_letter`.
-        let span = tracing::debug_span!(
-            "record",
-            topic = %match &job {
-                Job::Route(r) => r.topic.as_str(),
-                Job::Apply { .. } => self.topics.cases.as_str(),
-            },
-            partition,
-            offset,
-        );
-        let started = Instant::now();
-        let result = self.on_record(job).instrument(span).await;
-        self.stats.processed(stage, started.elapsed());
-        self.settle(result)
+    /// span and timed; then the apply stage of an input record routed to a partition applied here.
+    pub(super) async fn process(&mut self, job: Job) -> Result<(), RuntimeError> {
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            let (stage, partition, offset) = match &job {
+                Job::Route(r) => ("route", r.partition, r.offset),
+                Job::Apply {
+                    partition,
+                    at: At::Offset(offset),
+                    ..
+                } => ("apply", *partition, *offset),
+                Job::Apply { original, .. } => ("apply", original.partition, original.offset),
+            };
+            // A debug span: at info it costs nothing. (An info span per record cost ~8% of the
+            // loop's CPU in the profile: the JSON layer formats its fields eagerly.) The lines a
+            // record causes at info name their record themselves; see `add_dead_letter`.
+            let span = tracing::debug_span!(
+                "record",
+                topic = %match &job {
+                    Job::Apply { at: At::Offset(_), .. } => self.topics.cases.as_str(),
+                    Job::Route(r) | Job::Apply { original: r, .. } => r.topic.as_str(),
+                },
+                partition,
+                offset,
+            );
+            let started = Instant::now();
+            let result = self.on_record(job).instrument(span).await;
+            self.stats.processed(stage, started.elapsed());
+            next = match result {
+                Ok(next) => next,
+                Err(e) => {
+                    self.settle(Err(e))?;
+                    None
+                }
+            };
+        }
+        Ok(())
     }
 
-    async fn on_record(&mut self, job: Job) -> Result<(), RuntimeError> {
+    async fn on_record(&mut self, job: Job) -> Result<Option<Job>, RuntimeError> {
         self.ensure_txn()?;
         match job {
             Job::Route(record) => {
@@ -438,7 +504,7 @@ impl Pipeline {
             }
             Job::Apply {
                 partition,
-                offset,
+                at,
                 original,
             } => {
                 let tp = match self.tp_index_of(&self.topics.cases, partition) {
@@ -448,7 +514,8 @@ impl Pipeline {
                         self.tp(&cases, partition)
                     }
                 };
-                self.apply(tp, partition, offset, original).await
+                self.apply(tp, partition, at, original).await?;
+                Ok(None)
             }
         }
     }
@@ -551,17 +618,28 @@ impl Pipeline {
             .into_owned())
     }
 
-    async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<(), RuntimeError> {
+    /// Routes an input record by its case: onto the cases topic, or, when its partition is applied
+    /// here, returns its apply stage (or holds it for that partition's fence).
+    async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<Option<Job>, RuntimeError> {
         let offset = source.offset;
         let seq = self.next_seq(tp);
+        let at = At::Offset(offset);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
-            return self
-                .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
-                .await;
+            self.dead_letter_input(tp, seq, at, DeadLetter::from_unknown_topic(source))
+                .await?;
+            return Ok(None);
         };
         let case = match self.case_key_of(kind, &source).await {
             Ok(case) => case,
-            Err(dl) => return self.dead_letter_input(tp, seq, offset, dl).await,
+            Err(dl) => {
+                self.dead_letter_input(tp, seq, at, dl).await?;
+                return Ok(None);
+            }
+        };
+        let partition = partitioner::partition_of(case.as_bytes(), self.cases_partitions);
+        let source = match self.route_here(tp, seq, partition, source).await? {
+            Ok(job) => return Ok(job),
+            Err(source) => source,
         };
         let mut headers = source.headers.clone();
         headers.push((H_TOPIC.into(), source.topic.as_bytes().to_vec()));
@@ -575,7 +653,7 @@ impl Pipeline {
         }
         let out = OutRecord {
             topic: &self.topics.cases,
-            partition: None,
+            partition: Some(partition),
             key: Some(case.as_bytes()),
             value: Some(&source.value),
             headers: &headers,
@@ -589,8 +667,8 @@ impl Pipeline {
             },
         )
         .await?;
-        self.begin(tp, seq, offset, 1, Vec::new(), source).await?;
-        Ok(())
+        self.begin(tp, seq, at, 1, Vec::new(), source).await?;
+        Ok(None)
     }
 
     /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
@@ -638,29 +716,31 @@ impl Pipeline {
             self.stats.restored();
             self.stats.parked_moved(state.parked_count() as i64);
             self.states.insert(partition, state);
+            self.start_local(partition).await?;
         }
         Ok(())
     }
 
-    /// Applies the cases record at `partition`/`offset`, whose `source` is the input record it
-    /// was routed from (rebuilt by [`kafka::incoming`]).
+    /// Applies a record of cases partition `partition` (tracked there as `at`), whose `source` is
+    /// the input record it was routed from (rebuilt by [`kafka::incoming`] after the hop).
     async fn apply(
         &mut self,
         tp: u32,
         partition: i32,
-        offset: i64,
+        at: At,
         source: SourceRecord,
     ) -> Result<(), RuntimeError> {
         self.ensure_state(partition).await?;
+        self.stats.applied(matches!(at, At::Linked(_)));
         let seq = self.next_seq(tp);
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             return self
-                .dead_letter_input(tp, seq, offset, DeadLetter::from_unknown_topic(source))
+                .dead_letter_input(tp, seq, at, DeadLetter::from_unknown_topic(source))
                 .await;
         };
         let event = match self.decode(kind, &source).await {
             Ok(e) => e,
-            Err(dl) => return self.dead_letter_input(tp, seq, offset, dl).await,
+            Err(dl) => return self.dead_letter_input(tp, seq, at, dl).await,
         };
         let modified_on = event.header().modified_on;
         let change_id = event.header().change_id.clone();
@@ -735,8 +815,7 @@ impl Pipeline {
             )),
             _ => None,
         };
-        self.begin(tp, seq, offset, sent, state_records, source)
-            .await?;
+        self.begin(tp, seq, at, sent, state_records, source).await?;
         if let Some(dl) = rejected {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }

@@ -40,6 +40,7 @@ pub mod names {
     pub const REBALANCES: &str = "partnersync_rebalances_total";
     pub const PARKED_EXPIRED: &str = "partnersync_parked_expired_total";
     pub const PARKED: &str = "partnersync_parked_total";
+    pub const APPLIED: &str = "partnersync_records_applied_total";
 }
 
 /// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
@@ -110,6 +111,9 @@ pub struct Stats {
     /// hashes its labels and takes a lock each time (~2% of the pipeline thread on a backfill).
     processing_route: Histogram,
     processing_apply: Histogram,
+    /// Records that reached the apply stage: through the cases topic (`hop`) or at once (`local`).
+    applied_hop: IntCounter,
+    applied_local: IntCounter,
     /// `rule_outcomes` by source kind and outcome (`OUTCOMES` order).
     outcome_of: Vec<[IntCounter; 4]>,
     /// `commands` by command kind (`CommandKind::ALL` order).
@@ -209,6 +213,12 @@ impl Stats {
             &["rule", "outcome"],
         );
         let commands = counter_vec(&r, names::COMMANDS, "Commands decided, by kind.", &["kind"]);
+        let applied = counter_vec(
+            &r,
+            names::APPLIED,
+            "Records that reached the apply stage, by path: read back from the cases topic (hop) or applied where they were routed (local).",
+            &["path"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "partnersync_build_info",
@@ -248,6 +258,8 @@ impl Stats {
             parked_expired: counter_vec(&r, names::PARKED_EXPIRED, "Parked events that waited too long and went to the dead letters, by reason.", &["reason"]),
             processing_route: processing.with_label_values(&["route"]),
             processing_apply: processing.with_label_values(&["apply"]),
+            applied_hop: applied.with_label_values(&["hop"]),
+            applied_local: applied.with_label_values(&["local"]),
             processing,
             outcome_of,
             command_of,
@@ -299,6 +311,15 @@ impl Stats {
 
     pub fn consumed(&self, topic: &str) {
         self.consumed.with_label_values(&[topic]).inc();
+    }
+
+    /// A record reached the apply stage, read back from the cases topic or routed here.
+    pub fn applied(&self, local: bool) {
+        if local {
+            self.applied_local.inc()
+        } else {
+            self.applied_hop.inc()
+        }
     }
 
     pub fn produced(&self, topic: &str) {

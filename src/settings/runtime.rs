@@ -300,6 +300,9 @@ pub struct DeliverySettings {
     /// How long the order window waits for an input partition that still has records to hand over
     /// (0: never waits).
     pub order_wait_ms: u64,
+    /// Apply a record where it is routed when this instance owns its case's partition, without the
+    /// cases-topic hop (at-least-once only). See `runtime::local`.
+    pub local_apply: bool,
 }
 
 #[cfg(test)]

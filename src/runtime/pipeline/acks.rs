@@ -7,7 +7,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Pipeline, RuntimeError, StateRecord};
+use super::{At, Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
 use crate::runtime::dead_letter::DeadLetter;
 use crate::runtime::kafka::{self, Delivery, OutRecord, Phase, Token};
@@ -20,14 +20,14 @@ impl Pipeline {
         self.trackers.get(&tp).map_or(0, |t| t.next_seq())
     }
 
-    /// Registers record `seq` (at `offset`) whose phase-1 outputs were sent. At-least-once: tracked
+    /// Registers record `seq` of `tp` whose phase-1 outputs were sent. At-least-once: tracked
     /// until acknowledged. Exactly-once: its state is sent at once into the same transaction, and its
     /// offset committed with it.
     pub(super) async fn begin(
         &mut self,
         tp: u32,
         seq: i64,
-        offset: i64,
+        at: At,
         phase1: usize,
         phase2: Vec<StateRecord>,
         source: SourceRecord,
@@ -35,15 +35,16 @@ impl Pipeline {
         if self.txn.is_some() {
             self.send_states(tp, seq, phase2).await?;
             let (topic, partition) = self.tps[tp as usize].clone();
-            if let Some(txn) = self.txn.as_mut() {
+            if let (Some(txn), At::Offset(offset)) = (self.txn.as_mut(), at) {
                 txn.offsets.insert((topic, partition), offset + 1);
             }
             return Ok(());
         }
-        self.trackers
-            .entry(tp)
-            .or_default()
-            .begin(seq, offset, phase1, phase2, source);
+        let tracker = self.trackers.entry(tp).or_default();
+        match at {
+            At::Offset(offset) => tracker.begin(seq, offset, phase1, phase2, source),
+            At::Linked(then) => tracker.begin_linked(seq, then, phase1, phase2, source),
+        }
         self.in_flight += 1;
         Ok(())
     }
@@ -53,10 +54,10 @@ impl Pipeline {
         &mut self,
         tp: u32,
         seq: i64,
-        offset: i64,
+        at: At,
         dl: DeadLetter,
     ) -> Result<(), RuntimeError> {
-        self.begin(tp, seq, offset, 0, Vec::new(), dl.source.clone())
+        self.begin(tp, seq, at, 0, Vec::new(), dl.source.clone())
             .await?;
         self.add_dead_letter(tp, seq, dl, None).await?;
         self.advance(tp).await
@@ -181,6 +182,15 @@ impl Pipeline {
                 }
                 return Ok(None);
             }
+            Phase::Fence => {
+                if let Some((_, msg)) = d.error {
+                    return Err(RuntimeError::Produce(format!(
+                        "writing a fence to cases partition {} failed, so records held for it cannot be applied: {msg}",
+                        d.partition
+                    )));
+                }
+                return Ok(None);
+            }
             Phase::One | Phase::Two => {}
         }
         if let Some(txn) = self.txn.as_mut() {
@@ -260,7 +270,18 @@ impl Pipeline {
         self.send_out(out, token).await
     }
 
+    /// Moves partition `tp` forward: sends the state writes now due, stores how far it is done, and
+    /// acknowledges the input records of locally applied ones that finished (moving their
+    /// partitions forward too).
     pub(super) async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
+        self.advance_one(tp).await?;
+        while let Some(tp) = self.linked.pop() {
+            self.advance_one(tp).await?;
+        }
+        Ok(())
+    }
+
+    async fn advance_one(&mut self, tp: u32) -> Result<(), RuntimeError> {
         let Some(tracker) = self.trackers.get_mut(&tp) else {
             return Ok(());
         };
@@ -268,6 +289,14 @@ impl Pipeline {
         let ready = tracker.advance();
         let after = tracker.len();
         self.in_flight -= before - after;
+        for then in ready.then {
+            if let Some(input) = self.trackers.get_mut(&then.tp) {
+                input.ack(then.seq, 1);
+                if !self.linked.contains(&then.tp) {
+                    self.linked.push(then.tp);
+                }
+            }
+        }
         for (seq, records) in ready.send {
             self.send_states(tp, seq, records).await?;
         }

@@ -1,0 +1,146 @@
+//! Applying without the cases hop: the route stage's choice for partitions this instance owns,
+//! the fences that make an owned partition local, and the records held until then. The rules are
+//! in [`crate::runtime::local`]; this is their I/O.
+
+use super::{At, Job, Pipeline, RuntimeError};
+use crate::engine::SourceRecord;
+use crate::runtime::kafka::{OutRecord, Phase, Token, H_FENCE};
+use crate::runtime::local::Route;
+use crate::runtime::tracker::Then;
+
+/// An input record routed to a partition that awaits its fence: applied when the fence is read.
+pub(crate) struct Held {
+    tp: u32,
+    seq: i64,
+    source: SourceRecord,
+}
+
+/// What an input record's own tracker entry keeps when its record is applied in its cases
+/// partition's tracker: nothing to copy (that entry keeps the record for its dead letters).
+fn placeholder(partition: i32, offset: i64) -> SourceRecord {
+    SourceRecord {
+        topic: String::new(),
+        partition,
+        offset,
+        key: None,
+        value: Vec::new(),
+        headers: Vec::new(),
+    }
+}
+
+impl Pipeline {
+    /// Whether records may be applied where they are routed: configured, at-least-once, and the
+    /// cases topic's partition count known.
+    fn local_apply(&self) -> bool {
+        self.settings.delivery.local_apply && self.txn.is_none() && self.cases_partitions > 0
+    }
+
+    /// Record `seq` of input partition `tp`, whose case lies in cases partition `partition`: its
+    /// apply stage when that partition is applied here, `None` when it is held for the partition's
+    /// fence (taken in either way), or the record back when it takes the hop.
+    pub(super) async fn route_here(
+        &mut self,
+        tp: u32,
+        seq: i64,
+        partition: i32,
+        source: SourceRecord,
+    ) -> Result<Result<Option<Job>, SourceRecord>, RuntimeError> {
+        if !self.local_apply() {
+            return Ok(Err(source));
+        }
+        let (input_partition, offset) = (source.partition, source.offset);
+        let job = match self.local.route(partition, Held { tp, seq, source }) {
+            Route::Hop(held) => return Ok(Err(held.source)),
+            Route::Local(held) => Some(Job::Apply {
+                partition,
+                at: At::Linked(Then { tp, seq }),
+                original: held.source,
+            }),
+            Route::Held { send_fence } => {
+                if let Some(fence) = send_fence {
+                    self.send_fence(partition, fence).await?;
+                }
+                None
+            }
+        };
+        // Its one acknowledgement comes when its entry in the cases partition finishes.
+        let place = placeholder(input_partition, offset);
+        self.begin(tp, seq, At::Offset(offset), 1, Vec::new(), place)
+            .await?;
+        Ok(Ok(job))
+    }
+
+    /// Cases partition `partition` was restored: it awaits its fence before it applies here.
+    pub(super) async fn start_local(&mut self, partition: i32) -> Result<(), RuntimeError> {
+        if !self.local_apply() {
+            return Ok(());
+        }
+        let fence = self.local.owned(partition);
+        self.send_fence(partition, fence).await
+    }
+
+    /// Writes fence `fence` to cases partition `partition`, through the producer every hop record
+    /// takes (idempotent, so in order behind them).
+    async fn send_fence(&mut self, partition: i32, fence: u64) -> Result<(), RuntimeError> {
+        let headers = [(
+            H_FENCE.to_string(),
+            format!("{}/{fence}", self.fence_tag).into_bytes(),
+        )];
+        let out = OutRecord {
+            topic: &self.topics.cases,
+            partition: Some(partition),
+            key: Some(self.fence_tag.as_bytes()),
+            value: None,
+            headers: &headers,
+        };
+        let token = Token {
+            tp: u32::MAX,
+            seq: fence as i64,
+            phase: Phase::Fence,
+        };
+        self.send_out(out, token).await
+    }
+
+    /// A fence was read from cases partition `partition` at `offset`. Its offset is done at once.
+    /// When it is the one the partition awaits, the records held behind it are applied, in order.
+    pub(super) async fn on_fence(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        fence: &str,
+    ) -> Result<(), RuntimeError> {
+        self.ensure_txn()?;
+        let cases = self.topics.cases.clone();
+        let tp = self.tp(&cases, partition);
+        let seq = self.next_seq(tp);
+        let place = placeholder(partition, offset);
+        self.begin(tp, seq, At::Offset(offset), 0, Vec::new(), place)
+            .await?;
+        self.advance(tp).await?;
+        let ours = fence
+            .rsplit_once('/')
+            .filter(|(tag, _)| *tag == self.fence_tag)
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let Some(n) = ours else {
+            return Ok(()); // another instance's, or a malformed one: nothing waits for it here
+        };
+        let held = self.local.fence_seen(partition, n);
+        if !held.is_empty() || self.local.is_local(partition) {
+            tracing::debug!(
+                partition,
+                held = held.len(),
+                local = self.local.is_local(partition),
+                "A fence came back; the records held for it are applied."
+            );
+        }
+        for Held { tp, seq, source } in held {
+            self.process(Job::Apply {
+                partition,
+                at: At::Linked(Then { tp, seq }),
+                original: source,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
