@@ -372,6 +372,16 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
         expected: None,
         actual: redelivered as u64,
     });
+    for (path, label) in [
+        ("local", "applied where routed (no cases hop)"),
+        ("hop", "applied through the cases topic"),
+    ] {
+        rows.push(Row {
+            label: label.into(),
+            expected: None,
+            actual: stats.value(names::APPLIED, &[("path", path)]),
+        });
+    }
 
     if opts.hold {
         eprintln!(
