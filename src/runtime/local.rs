@@ -19,6 +19,7 @@
 //! A partition that is revoked forgets everything; its next owner starts awaiting again.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 enum Mode<T> {
     /// Fences sent and not seen yet, oldest first, each with the records held behind it. While
@@ -26,6 +27,7 @@ enum Mode<T> {
     Awaiting {
         fences: VecDeque<(u64, Vec<T>)>,
         hopping: bool,
+        since: Instant,
     },
     Local,
 }
@@ -74,6 +76,7 @@ impl<T> LocalRoutes<T> {
             Mode::Awaiting {
                 fences: VecDeque::from([(f, Vec::new())]),
                 hopping: false,
+                since: Instant::now(),
             },
         );
         f
@@ -86,7 +89,9 @@ impl<T> LocalRoutes<T> {
         match self.modes.get_mut(&partition) {
             None => Route::Hop(record),
             Some(Mode::Local) => Route::Local(record),
-            Some(Mode::Awaiting { fences, hopping }) => {
+            Some(Mode::Awaiting {
+                fences, hopping, ..
+            }) => {
                 if *hopping {
                     if held > cap / 2 {
                         return Route::Hop(record);
@@ -117,7 +122,10 @@ impl<T> LocalRoutes<T> {
     /// any earlier fence not seen, which cannot happen with an ordered producer), to apply now,
     /// in order. A fence that is not ours, or no longer awaited, returns nothing.
     pub fn fence_seen(&mut self, partition: i32, fence: u64) -> Vec<T> {
-        let Some(Mode::Awaiting { fences, hopping }) = self.modes.get_mut(&partition) else {
+        let Some(Mode::Awaiting {
+            fences, hopping, ..
+        }) = self.modes.get_mut(&partition)
+        else {
             return Vec::new();
         };
         if !fences.iter().any(|(f, _)| *f == fence) {
@@ -150,6 +158,14 @@ impl<T> LocalRoutes<T> {
     pub fn clear(&mut self) {
         self.modes.clear();
         self.held = 0;
+    }
+
+    /// Since when `partition` has awaited its fences, if it does.
+    pub fn awaiting_since(&self, partition: i32) -> Option<Instant> {
+        match self.modes.get(&partition) {
+            Some(Mode::Awaiting { since, .. }) => Some(*since),
+            _ => None,
+        }
     }
 
     /// Whether `partition` applies here without waiting.

@@ -340,6 +340,9 @@ pub async fn run_with(
             .await
             .map_err(|e| RuntimeError::Kafka(e.to_string()))??
     };
+    if !transactional && settings.delivery.local_apply {
+        pipeline::warm_up(producer.clone(), &topics.cases).await;
+    }
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;

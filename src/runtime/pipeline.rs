@@ -32,6 +32,7 @@ mod local;
 mod transaction;
 
 use intake::Intake;
+pub(crate) use local::warm_up;
 use local::Held;
 use transaction::Txn;
 
@@ -698,6 +699,8 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
+        // Applied here without the hop only when the assignment says it is ours.
+        let assigned = partitions.clone();
         if let Some(partition) = also.filter(|p| !partitions.contains(p)) {
             partitions.push(partition);
         }
@@ -716,7 +719,9 @@ impl Pipeline {
             self.stats.restored();
             self.stats.parked_moved(state.parked_count() as i64);
             self.states.insert(partition, state);
-            self.start_local(partition).await?;
+            if assigned.contains(&partition) {
+                self.start_local(partition).await?;
+            }
         }
         Ok(())
     }

@@ -313,6 +313,18 @@ impl Stats {
         self.consumed.with_label_values(&[topic]).inc();
     }
 
+    /// Cases partition `partition` is applied here from now on: its fence came back after
+    /// `waited`, and `held` records waited for it. Once per partition and assignment.
+    pub fn became_local(&self, partition: i32, waited: Duration, held: usize) {
+        tracing::info!(
+            partition,
+            waited_ms = waited.as_millis() as u64,
+            held,
+            "Cases partition {partition} is applied here from now on, without the cases hop; its fence came back after {} ms.",
+            waited.as_millis()
+        );
+    }
+
     /// A record reached the apply stage, read back from the cases topic or routed here.
     pub fn applied(&self, local: bool) {
         if local {
