@@ -304,6 +304,12 @@ pub async fn run_with(
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
+    // At once: the broker's producer id arrives while the topics are checked and the group joined.
+    let warming = if !transactional && settings.delivery.local_apply {
+        pipeline::warm_up(producer.clone(), &topics.cases).await
+    } else {
+        None
+    };
     let log = Arc::new(Mutex::new(RebalanceLog::default()));
     let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
         settings
@@ -340,12 +346,11 @@ pub async fn run_with(
             .await
             .map_err(|e| RuntimeError::Kafka(e.to_string()))??
     };
-    if !transactional && settings.delivery.local_apply {
-        pipeline::warm_up(producer.clone(), &topics.cases).await;
-    }
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
+    // librdkafka joins the group meanwhile; the assignment is taken when the loop first polls.
+    pipeline::producer_ready(warming).await;
     tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
 
     let fence_producer = settings

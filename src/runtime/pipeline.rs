@@ -32,8 +32,8 @@ mod local;
 mod transaction;
 
 use intake::Intake;
-pub(crate) use local::warm_up;
 use local::Held;
+pub(crate) use local::{producer_ready, warm_up};
 use transaction::Txn;
 
 use super::dead_letter::DeadLetter;

@@ -34,11 +34,15 @@ fn placeholder(partition: i32, offset: i64) -> SourceRecord {
 }
 
 /// Before the consumer joins the group: writes one fence that no instance awaits (`start/<pid>`)
-/// to cases partition 0 and waits until it is acknowledged. An idempotent producer sends nothing
-/// until the broker has given it a producer id; on the test broker that took 1.0–1.8 s into a
-/// backlog's drain, while every partition's first fence waited and the records routed meanwhile
-/// took the hop. Waited for here, that time is part of the start-up instead.
-pub(crate) async fn warm_up(producer: Arc<PipelineProducer>, cases: &str) {
+/// to cases partition 0; the returned task finishes when it is acknowledged ([`producer_ready`]).
+/// An idempotent producer sends nothing until the broker has given it a producer id; on the test
+/// broker that took 1.0–1.8 s into a backlog's drain, while every partition's first fence waited
+/// and the records routed meanwhile took the hop. Waited for while the group is joined, that time
+/// is part of the start-up instead.
+pub(crate) async fn warm_up(
+    producer: Arc<PipelineProducer>,
+    cases: &str,
+) -> Option<tokio::task::JoinHandle<(bool, Duration)>> {
     let started = Instant::now();
     let headers = [(
         H_FENCE.to_string(),
@@ -58,17 +62,31 @@ pub(crate) async fn warm_up(producer: Arc<PipelineProducer>, cases: &str) {
     };
     if let Err(e) = kafka::send(&producer, out, token).await {
         tracing::warn!(error = %e, "Could not write the start-up fence; going on.");
-        return;
+        return None;
     }
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        acknowledged = flushed,
-        "The producer is ready."
-    );
+    // Polled, not `flush`ed: librdkafka's flush noticed the acknowledgement only at its next
+    // 100 ms or 1 s wake-up here.
+    Some(tokio::spawn(async move {
+        while producer.in_flight_count() > 0 {
+            if started.elapsed() > Duration::from_secs(30) {
+                return (false, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (true, started.elapsed())
+    }))
+}
+
+/// Waits for [`warm_up`]'s fence to be acknowledged.
+pub(crate) async fn producer_ready(warming: Option<tokio::task::JoinHandle<(bool, Duration)>>) {
+    let Some(warming) = warming else { return };
+    if let Ok((acknowledged, took)) = warming.await {
+        tracing::info!(
+            took_ms = took.as_millis() as u64,
+            acknowledged,
+            "The producer is ready."
+        );
+    }
 }
 
 impl Pipeline {
