@@ -12,7 +12,8 @@
 //!   (route, engine with state in Kafka, commands, at-least-once commits), until its /metrics say every
 //!   record was applied and acknowledged. Its CPU time and peak RSS come from /proc/<pid>.
 //!
-//! Both use the same client settings (fetch wait, linger, compression, idempotence).
+//! Both use the same client settings (fetch wait, linger, compression, idempotence), and both get
+//! their producer id before they subscribe.
 //!
 //! Two drain rates are reported. "Including start-up" counts from subscribing (raw copy) or spawning
 //! the process (connector). "Once running" counts from the first record taken in to the last one
@@ -142,12 +143,13 @@ fn fast_producer(bootstrap: &str, linger_ms: u32) -> BaseProducer {
         .unwrap()
 }
 
-/// The latency phase's load generator, ready before the clock starts: an idempotent producer
-/// spends its first ~0.5 s on Tansu getting a producer id, and records queued meanwhile waited that
-/// long. Measured per record, that start-up was the whole of the old p99 (438 ms at 1,000/s for a
-/// raw copy whose steady p99 is a few ms), so a record to a scratch topic is delivered first.
-fn warm_producer(bootstrap: &str) -> BaseProducer {
-    let producer = fast_producer(bootstrap, 0);
+/// A producer ready before the clock starts (the latency phase's load generator, the raw copy's
+/// producer): an idempotent producer spends its first ~0.5 s on Tansu getting a producer id, and
+/// records queued meanwhile waited that long. Measured per record, that start-up was the whole of
+/// the old p99 (438 ms at 1,000/s for a raw copy whose steady p99 is a few ms), so a record to a
+/// scratch topic is delivered first. (The connector does the same before it joins its group.)
+fn warm_producer(bootstrap: &str, linger_ms: u32) -> BaseProducer {
+    let producer = fast_producer(bootstrap, linger_ms);
     let mut record = BaseRecord::to(WARM_UP_TOPIC)
         .key("warm-up")
         .payload("warm-up");
@@ -155,10 +157,18 @@ fn warm_producer(bootstrap: &str) -> BaseProducer {
         producer.poll(Duration::from_millis(1));
         record = back;
     }
+    finish(&producer);
     producer
-        .flush(Duration::from_secs(30))
-        .expect("the load generator reaches the broker");
-    producer
+}
+
+/// Waits until everything `producer` queued is acknowledged, polling every millisecond (librdkafka's
+/// flush noticed the last acknowledgement only at its next 100 ms or 1 s wake-up).
+fn finish(producer: &BaseProducer) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.in_flight_count() > 0 {
+        assert!(Instant::now() < deadline, "the producer reaches the broker");
+        producer.poll(Duration::from_millis(1));
+    }
 }
 
 /// Queues every event at once (ordered per partition by idempotence) and waits for all of them.
@@ -261,7 +271,7 @@ fn raw_copy(
         .set("fetch.max.bytes", PARTITION_FETCH_BYTES.to_string())
         .create()
         .unwrap();
-    let producer = fast_producer(bootstrap, 5);
+    let producer = warm_producer(bootstrap, 5);
     let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&names).unwrap();
     let started = Instant::now();
@@ -275,7 +285,7 @@ fn raw_copy(
         }
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    finish(&producer);
     Drain {
         total: started.elapsed(),
         running: first.expect("records copied").elapsed(),
@@ -618,7 +628,7 @@ fn latency_phase(
         })
     };
     std::thread::sleep(Duration::from_secs(2)); // the reader joins and reaches the end first
-    let producer = warm_producer(bootstrap);
+    let producer = warm_producer(bootstrap, 0);
     let started = Instant::now();
     for i in 0..total {
         let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
