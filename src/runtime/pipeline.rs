@@ -338,7 +338,8 @@ impl Pipeline {
             self.commit_txn()?;
         }
         self.commit(CommitMode::Sync);
-        if self.in_flight > 0 {
+        let held = self.local.held();
+        if self.in_flight > held {
             for (tp, tracker) in &self.trackers {
                 if let Some(head) = tracker.head() {
                     let (topic, partition) = &self.tps[*tp as usize];
@@ -348,6 +349,11 @@ impl Pipeline {
             tracing::warn!(
                 in_flight = self.in_flight,
                 "Shutdown budget spent with records unfinished; they were not committed and will be processed again after restart."
+            );
+        } else if held > 0 {
+            tracing::info!(
+                held,
+                "Shutdown complete: every record finished and committed, except those held for a cases partition's fence; they will be processed again after restart."
             );
         } else {
             tracing::info!("Shutdown complete: every record finished and committed.");
