@@ -21,8 +21,10 @@
 //!   registry that follows Confluent's REST API (for tests and the demo).
 //! - [`demo`]: `partner-sync demo` — the real pipeline on an embedded cluster, a seeded story, and a
 //!   summary checked against the engine.
-//! - [`runtime`]: the Kafka pipeline — route inputs by case, apply the engine with per-partition
-//!   state restored from a compacted topic, produce commands, dead letters, commit what is done.
+//! - [`runtime`]: the Kafka pipeline — route inputs by case (at once to the apply stage when this
+//!   instance owns the case's partition, else through the cases topic), apply the engine with
+//!   per-partition state restored from a compacted topic, produce commands, dead letters, commit
+//!   what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`logging`]: JSON logs in a cluster, text on a terminal, with the per-record span.
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.

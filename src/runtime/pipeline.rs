@@ -2,7 +2,8 @@
 //!
 //! - A record from an **input topic** is routed: wire header checked, writer schema fetched (cached),
 //!   the Avro read as far as the case key needs, and the original bytes re-keyed by case onto the
-//!   cases topic (phase 1). Bad records go to the dead letters instead.
+//!   cases topic (phase 1). When this instance owns the case's partition and it is local, the
+//!   record is applied at once instead ([`local`]). Bad records go to the dead letters instead.
 //! - A record from the **cases topic** is applied: decoded whole, run through the engine with its
 //!   partition's state, commands encoded and sent (phase 1), then the touched state entries are written
 //!   to the same partition of the state topic (phase 2, see [`super::tracker`]).
@@ -10,8 +11,8 @@
 //!   `delivery.commit_interval_ms`.
 //!
 //! This file holds the loop and the two record paths; [`acks`] the outputs and their
-//! acknowledgements, [`expiry`] parked events that waited too long, [`transaction`] the
-//! exactly-once mode.
+//! acknowledgements, [`local`] applying without the hop and its fences, [`expiry`] parked events
+//! that waited too long, [`transaction`] the exactly-once mode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
