@@ -28,6 +28,8 @@ enum Mode<T> {
         fences: VecDeque<(u64, Vec<T>)>,
         hopping: bool,
         since: Instant,
+        /// When the newest fence was last sent.
+        sent: Instant,
     },
     Local,
 }
@@ -77,6 +79,7 @@ impl<T> LocalRoutes<T> {
                 fences: VecDeque::from([(f, Vec::new())]),
                 hopping: false,
                 since: Instant::now(),
+                sent: Instant::now(),
             },
         );
         f
@@ -98,6 +101,9 @@ impl<T> LocalRoutes<T> {
                     }
                     *hopping = false;
                     fences.push_back((fence, vec![record]));
+                    if let Some(Mode::Awaiting { sent, .. }) = self.modes.get_mut(&partition) {
+                        *sent = Instant::now();
+                    }
                     self.next_fence = fence;
                     self.held += 1;
                     return Route::Held {
@@ -158,6 +164,27 @@ impl<T> LocalRoutes<T> {
     pub fn clear(&mut self) {
         self.modes.clear();
         self.held = 0;
+    }
+
+    /// Fences to send again, as `(partition, fence)`: the newest fence of each partition that has
+    /// waited longer than `after` since it was last sent. A fence can be missed: a consumer
+    /// without a committed offset that starts at the end (`auto.offset.reset = latest`) may find
+    /// its start past a fence written just after the assignment, and the records held for it would
+    /// wait for ever. Sent again, the fence comes after that start; a copy read after the
+    /// original finds nothing to release.
+    pub fn overdue(&mut self, now: Instant, after: std::time::Duration) -> Vec<(i32, u64)> {
+        let mut again = Vec::new();
+        for (&partition, mode) in &mut self.modes {
+            if let Mode::Awaiting { fences, sent, .. } = mode {
+                if let Some((fence, _)) = fences.back() {
+                    if now.duration_since(*sent) > after {
+                        *sent = now;
+                        again.push((partition, *fence));
+                    }
+                }
+            }
+        }
+        again
     }
 
     /// Since when `partition` has awaited its fences, if it does.
@@ -255,6 +282,27 @@ mod tests {
         assert_eq!(l.fence_seen(1, f1), vec!["b"]);
         assert_eq!(l.held(), 0);
         assert!(!l.is_local(1), "hopping since the cap was reached");
+    }
+
+    #[test]
+    fn a_fence_not_back_in_time_is_sent_again_and_either_copy_releases_the_records_once() {
+        use std::time::Duration;
+        let mut l = LocalRoutes::new(10);
+        let f = l.owned(0);
+        l.route(0, "a");
+        let now = Instant::now();
+        assert!(l.overdue(now, Duration::from_secs(5)).is_empty());
+        let later = now + Duration::from_secs(6);
+        assert_eq!(l.overdue(later, Duration::from_secs(5)), vec![(0, f)]);
+        assert!(
+            l.overdue(later, Duration::from_secs(5)).is_empty(),
+            "not again until it waited once more"
+        );
+        assert_eq!(l.fence_seen(0, f), vec!["a"]);
+        assert!(l.fence_seen(0, f).is_empty(), "the other copy");
+        assert!(l
+            .overdue(later + Duration::from_secs(60), Duration::from_secs(5))
+            .is_empty());
     }
 
     #[test]

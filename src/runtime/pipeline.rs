@@ -283,7 +283,11 @@ impl Pipeline {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
                 }
                 Event::Commit if self.txn.is_some() => self.commit_txn()?,
-                Event::Commit => self.commit(CommitMode::Async),
+                Event::Commit => {
+                    self.commit(CommitMode::Async);
+                    let result = self.resend_overdue_fences().await;
+                    self.settle(result)?
+                }
                 Event::Expire => {
                     let result = self.expire().await;
                     self.settle(result)?

@@ -140,6 +140,22 @@ impl Pipeline {
         self.send_fence(partition, fence).await
     }
 
+    /// Sends again each fence that has not come back within `delivery.commit_interval_ms` × 10
+    /// (at least 5 s; see [`crate::runtime::local::LocalRoutes::overdue`]).
+    pub(super) async fn resend_overdue_fences(&mut self) -> Result<(), RuntimeError> {
+        let after =
+            Duration::from_millis(self.settings.delivery.commit_interval_ms.saturating_mul(10))
+                .max(Duration::from_secs(5));
+        for (partition, fence) in self.local.overdue(Instant::now(), after) {
+            tracing::info!(
+                partition,
+                "A fence written to cases partition {partition} has not come back yet; it is sent again."
+            );
+            self.send_fence(partition, fence).await?;
+        }
+        Ok(())
+    }
+
     /// Writes fence `fence` to cases partition `partition`, through the producer every hop record
     /// takes (idempotent, so in order behind them).
     async fn send_fence(&mut self, partition: i32, fence: u64) -> Result<(), RuntimeError> {
