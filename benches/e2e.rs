@@ -24,8 +24,9 @@
 //! Then, with the last round's connector still running, a latency phase at fixed offered rates:
 //! contact edits of known customers are produced at `rate` records/s, and a reader measures, per
 //! edit, the time from handing the edit to the producer to reading its customer command back
-//! (one broker crossing inside, input → commands, when the connector applies records where it routes them; two through the cases topic otherwise). The connector's resident memory is sampled at
-//! the end of the 1,000 records/s phase (steady state).
+//! (one broker crossing inside, input → commands, when the connector applies records where it
+//! routes them; two through the cases topic otherwise). The connector's resident memory is sampled
+//! at the end of the 1,000 records/s phase (steady state).
 //!
 //! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
 //! `PARTITION_FETCH_BYTES`; 0 turns it off).
