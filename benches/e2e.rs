@@ -396,6 +396,21 @@ fn sum_of(body: &str, metric: &str, filter: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// Records that reached the apply stage, by either path (hop or local), in a /metrics page. A build
+/// without that counter (compared through `E2E_CONNECTOR_BIN`) applied every record it read back
+/// from the cases topic.
+fn applied_in(body: &str, cases: &str) -> f64 {
+    sum_of(body, "partnersync_records_applied_total", "")
+        .or_else(|| {
+            sum_of(
+                body,
+                "partnersync_records_consumed_total",
+                &format!("topic=\"{cases}\""),
+            )
+        })
+        .unwrap_or(0.0)
+}
+
 /// `E2E_TRACE=1`: one line per poll of the drain, from one scrape: what the connector took in
 /// and applied, what is in flight and in the order window, whether intake is paused, how many
 /// Schema Registry requests and state restores it made. How the drain's time was found to go to
@@ -410,8 +425,7 @@ fn trace_drain(port: u16, cases: &str, since: Instant) {
         "trace {:6.2} s: consumed {} applied {} in flight {} window {} paused {} registry requests {} restores {}",
         since.elapsed().as_secs_f64(),
         m("partnersync_records_consumed_total", ""),
-        sum_of(&body, "partnersync_records_applied_total", "")
-            .unwrap_or_else(|| m("partnersync_records_consumed_total", &format!("topic=\"{cases}\""))),
+        applied_in(&body, cases),
         m("partnersync_in_flight_records", ""),
         m("partnersync_order_window_records", ""),
         m("partnersync_intake_paused", ""),
@@ -457,20 +471,8 @@ impl Child {
         }
     }
 
-    /// Records that reached the apply stage, by either path (hop or local). A build without that
-    /// counter (compared through `E2E_CONNECTOR_BIN`) applied every record it read back from
-    /// the cases topic.
     fn applied(&self, cases: &str) -> f64 {
-        let body = metrics_text(self.port).unwrap_or_default();
-        sum_of(&body, "partnersync_records_applied_total", "")
-            .or_else(|| {
-                sum_of(
-                    &body,
-                    "partnersync_records_consumed_total",
-                    &format!("topic=\"{cases}\""),
-                )
-            })
-            .unwrap_or(0.0)
+        applied_in(&metrics_text(self.port).unwrap_or_default(), cases)
     }
 
     /// Records taken in so far, from every topic.

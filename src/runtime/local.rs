@@ -88,12 +88,16 @@ impl<T> LocalRoutes<T> {
     /// Where a record whose case lies in `partition` goes.
     pub fn route(&mut self, partition: i32, record: T) -> Route<T> {
         let (cap, held) = (self.cap, self.held);
+        // The number a new fence would get (`self.fence()` cannot run while a mode is borrowed).
         let fence = self.next_fence + 1;
         match self.modes.get_mut(&partition) {
             None => Route::Hop(record),
             Some(Mode::Local) => Route::Local(record),
             Some(Mode::Awaiting {
-                fences, hopping, ..
+                fences,
+                hopping,
+                sent,
+                ..
             }) => {
                 if *hopping {
                     if held > cap / 2 {
@@ -101,9 +105,7 @@ impl<T> LocalRoutes<T> {
                     }
                     *hopping = false;
                     fences.push_back((fence, vec![record]));
-                    if let Some(Mode::Awaiting { sent, .. }) = self.modes.get_mut(&partition) {
-                        *sent = Instant::now();
-                    }
+                    *sent = Instant::now();
                     self.next_fence = fence;
                     self.held += 1;
                     return Route::Held {

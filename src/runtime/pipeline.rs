@@ -110,8 +110,6 @@ pub struct Pipeline {
     cases_partitions: i32,
     /// Who this instance is, in the fences it writes: `<pid>-<start time in ns>`.
     fence_tag: String,
-    /// Input partitions to move forward after their locally applied records finished (reused).
-    linked: Vec<u32>,
 }
 
 /// Where a record sits in the tracker of the partition it is processed in.
@@ -193,7 +191,6 @@ impl Pipeline {
             local: LocalRoutes::new(settings.delivery.max_in_flight / 4),
             cases_partitions,
             fence_tag: format!("{}-{}", std::process::id(), now_ns()),
-            linked: Vec::new(),
             settings,
         }
     }
@@ -463,6 +460,18 @@ impl Pipeline {
         i
     }
 
+    /// [`Self::tp`] of cases partition `partition` (the topic name is cloned only the first time,
+    /// as `tp` borrows it while `self` is borrowed mutably).
+    fn cases_tp(&mut self, partition: i32) -> u32 {
+        match self.tp_index_of(&self.topics.cases, partition) {
+            Some(tp) => tp,
+            None => {
+                let cases = self.topics.cases.clone();
+                self.tp(&cases, partition)
+            }
+        }
+    }
+
     fn tp_index_of(&self, topic: &str, partition: i32) -> Option<u32> {
         self.tp_index.get(topic)?.get(&partition).copied()
     }
@@ -472,27 +481,22 @@ impl Pipeline {
     pub(super) async fn process(&mut self, job: Job) -> Result<(), RuntimeError> {
         let mut next = Some(job);
         while let Some(job) = next.take() {
-            let (stage, partition, offset) = match &job {
-                Job::Route(r) => ("route", r.partition, r.offset),
+            // Named as read: a cases record by its cases coordinates, an input record by its own.
+            let (stage, topic, partition, offset) = match &job {
+                Job::Route(r) => ("route", r.topic.as_str(), r.partition, r.offset),
                 Job::Apply {
                     partition,
                     at: At::Offset(offset),
                     ..
-                } => ("apply", *partition, *offset),
-                Job::Apply { original, .. } => ("apply", original.partition, original.offset),
+                } => ("apply", self.topics.cases.as_str(), *partition, *offset),
+                Job::Apply { original: r, .. } => {
+                    ("apply", r.topic.as_str(), r.partition, r.offset)
+                }
             };
             // A debug span: at info it costs nothing. (An info span per record cost ~8% of the
             // loop's CPU in the profile: the JSON layer formats its fields eagerly.) The lines a
             // record causes at info name their record themselves; see `add_dead_letter`.
-            let span = tracing::debug_span!(
-                "record",
-                topic = %match &job {
-                    Job::Apply { at: At::Offset(_), .. } => self.topics.cases.as_str(),
-                    Job::Route(r) | Job::Apply { original: r, .. } => r.topic.as_str(),
-                },
-                partition,
-                offset,
-            );
+            let span = tracing::debug_span!("record", topic = %topic, partition, offset);
             let started = Instant::now();
             let result = self.on_record(job).instrument(span).await;
             self.stats.processed(stage, started.elapsed());
@@ -519,13 +523,7 @@ impl Pipeline {
                 at,
                 original,
             } => {
-                let tp = match self.tp_index_of(&self.topics.cases, partition) {
-                    Some(tp) => tp,
-                    None => {
-                        let cases = self.topics.cases.clone();
-                        self.tp(&cases, partition)
-                    }
-                };
+                let tp = self.cases_tp(partition);
                 self.apply(tp, partition, at, original).await?;
                 Ok(None)
             }

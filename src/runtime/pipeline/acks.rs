@@ -274,14 +274,16 @@ impl Pipeline {
     /// acknowledges the input records of locally applied ones that finished (moving their
     /// partitions forward too).
     pub(super) async fn advance(&mut self, tp: u32) -> Result<(), RuntimeError> {
-        self.advance_one(tp).await?;
-        while let Some(tp) = self.linked.pop() {
-            self.advance_one(tp).await?;
+        let mut linked = Vec::new(); // allocates only when a local record finished
+        self.advance_one(tp, &mut linked).await?;
+        while let Some(tp) = linked.pop() {
+            self.advance_one(tp, &mut linked).await?;
         }
         Ok(())
     }
 
-    async fn advance_one(&mut self, tp: u32) -> Result<(), RuntimeError> {
+    /// [`Self::advance`] of one partition; adds the input partitions it acknowledged to `linked`.
+    async fn advance_one(&mut self, tp: u32, linked: &mut Vec<u32>) -> Result<(), RuntimeError> {
         let Some(tracker) = self.trackers.get_mut(&tp) else {
             return Ok(());
         };
@@ -292,8 +294,8 @@ impl Pipeline {
         for then in ready.then {
             if let Some(input) = self.trackers.get_mut(&then.tp) {
                 input.ack(then.seq, 1);
-                if !self.linked.contains(&then.tp) {
-                    self.linked.push(then.tp);
+                if !linked.contains(&then.tp) {
+                    linked.push(then.tp);
                 }
             }
         }

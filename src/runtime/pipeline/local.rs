@@ -44,23 +44,8 @@ pub(crate) async fn warm_up(
     cases: &str,
 ) -> Option<tokio::task::JoinHandle<(bool, Duration)>> {
     let started = Instant::now();
-    let headers = [(
-        H_FENCE.to_string(),
-        format!("start/{}", std::process::id()).into_bytes(),
-    )];
-    let out = OutRecord {
-        topic: cases,
-        partition: Some(0),
-        key: None,
-        value: None,
-        headers: &headers,
-    };
-    let token = Token {
-        tp: u32::MAX,
-        seq: 0,
-        phase: Phase::Fence,
-    };
-    if let Err(e) = kafka::send(&producer, out, token).await {
+    let sent = send_fence_to(&producer, cases, 0, "start", std::process::id().into()).await;
+    if let Err(e) = sent {
         tracing::warn!(error = %e, "Could not write the start-up fence; going on.");
         return None;
     }
@@ -75,6 +60,35 @@ pub(crate) async fn warm_up(
         }
         (true, started.elapsed())
     }))
+}
+
+/// Writes the fence `<writer>/<number>` to partition `partition` of `cases`: a record keyed by
+/// `writer`, with no value and only an [`H_FENCE`] header. Its delivery report is a
+/// [`Phase::Fence`] one, with `number` in the token's `seq`.
+async fn send_fence_to(
+    producer: &PipelineProducer,
+    cases: &str,
+    partition: i32,
+    writer: &str,
+    number: u64,
+) -> Result<(), String> {
+    let headers = [(
+        H_FENCE.to_string(),
+        format!("{writer}/{number}").into_bytes(),
+    )];
+    let out = OutRecord {
+        topic: cases,
+        partition: Some(partition),
+        key: Some(writer.as_bytes()),
+        value: None,
+        headers: &headers,
+    };
+    let token = Token {
+        tp: u32::MAX,
+        seq: number as i64,
+        phase: Phase::Fence,
+    };
+    kafka::send(producer, out, token).await
 }
 
 /// Waits for [`warm_up`]'s fence to be acknowledged.
@@ -159,23 +173,10 @@ impl Pipeline {
     /// Writes fence `fence` to cases partition `partition`, through the producer every hop record
     /// takes (idempotent, so in order behind them).
     async fn send_fence(&mut self, partition: i32, fence: u64) -> Result<(), RuntimeError> {
-        let headers = [(
-            H_FENCE.to_string(),
-            format!("{}/{fence}", self.fence_tag).into_bytes(),
-        )];
-        let out = OutRecord {
-            topic: &self.topics.cases,
-            partition: Some(partition),
-            key: Some(self.fence_tag.as_bytes()),
-            value: None,
-            headers: &headers,
-        };
-        let token = Token {
-            tp: u32::MAX,
-            seq: fence as i64,
-            phase: Phase::Fence,
-        };
-        self.send_out(out, token).await
+        let (cases, writer) = (&self.topics.cases, &self.fence_tag);
+        send_fence_to(&self.producer, cases, partition, writer, fence)
+            .await
+            .map_err(|e| self.send_error(e))
     }
 
     /// A fence was read from cases partition `partition` at `offset`. Its offset is done at once.
@@ -187,8 +188,7 @@ impl Pipeline {
         fence: &str,
     ) -> Result<(), RuntimeError> {
         self.ensure_txn()?;
-        let cases = self.topics.cases.clone();
-        let tp = self.tp(&cases, partition);
+        let tp = self.cases_tp(partition);
         let seq = self.next_seq(tp);
         let place = placeholder(partition, offset);
         self.begin(tp, seq, At::Offset(offset), 0, Vec::new(), place)
