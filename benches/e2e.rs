@@ -32,6 +32,7 @@
 //! `PARTITION_FETCH_BYTES`; 0 turns it off).
 //!
 //! `E2E_TRACE=1` prints the connector's progress at every poll of each drain (see `trace_drain`).
+//! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain.
 //!
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
@@ -205,6 +206,26 @@ fn cpu_seconds(pid: &str) -> f64 {
 /// is the thread that bounds the drain.
 fn main_thread_cpu_seconds(pid: &str) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+/// CPU seconds by thread name (librdkafka's and rust-rdkafka's threads are named), largest first:
+/// printed after each drain with `E2E_THREADS=1`, to see where the connector's CPU goes.
+fn thread_cpu_seconds(pid: &str) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let cpu = stat_cpu_seconds(&path.join("stat").to_string_lossy());
+        match by_name.iter_mut().find(|(n, _)| *n == name.trim()) {
+            Some((_, total)) => *total += cpu,
+            None => by_name.push((name.trim().to_string(), cpu)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
 }
 
 fn stat_cpu_seconds(path: &str) -> f64 {
@@ -794,6 +815,14 @@ fn main() {
         full_main_cpu.push(main_thread_cpu_seconds(&child.pid) / n as f64);
         full_broker.push((cpu_seconds(&broker_pid) - broker_before) / n as f64);
         rss.push(memory_mib(&child.pid, "VmHWM:"));
+        if std::env::var_os("E2E_THREADS").is_some() {
+            for (name, cpu) in thread_cpu_seconds(&child.pid) {
+                eprintln!(
+                    "  thread {name:<16} {:>6.1} µs per record",
+                    cpu * 1e6 / n as f64
+                );
+            }
+        }
         eprintln!(
             "round {round}: raw copy {:.0} records/s ({:.0} once running), partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB",
             raw[round], raw_running[round], full[round], full_running[round], rss[round]

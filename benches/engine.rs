@@ -231,12 +231,30 @@ fn contact_split(
     (decode, encode)
 }
 
+/// `cargo bench --bench engine -- contact-profile`: the contact-edit transform alone, 200 passes,
+/// for a profiler (`perf record -g <bench binary> --bench contact-profile`); prints nothing else.
+fn contact_profile() {
+    let engine = Engine::new(EngineConfig::defaults());
+    let codec = Codec::new();
+    let (known, edits) = contact_edits(&engine, &codec);
+    let clock = Instant::now();
+    for _ in 0..200 {
+        let mut state = known.clone();
+        transform_all(&engine, &codec, &mut state, &edits);
+    }
+    let per = clock.elapsed().as_nanos() as f64 / (200 * edits.len()) as f64;
+    println!("contact edit → customer, 200 passes: {per:.0} ns/record (state copies included)");
+}
+
 criterion_group!(benches, engine_alone, transform, contact_to_customer);
 
 /// The summary runs first, on a fresh heap: after criterion's groups the heap is fragmented and the
 /// same allocation-heavy loop measured up to 1.7x slower. `cargo bench --bench engine -- summary`
 /// (a filter that no criterion group matches) prints the summary alone.
 fn main() {
+    if std::env::args().any(|a| a == "contact-profile") {
+        return contact_profile();
+    }
     summary();
     benches();
     Criterion::default().configure_from_args().final_summary();
