@@ -18,7 +18,9 @@
 //! order), and once the held have fallen to half the cap a new fence is sent and holding resumes.
 //! A partition that is revoked forgets everything; its next owner starts awaiting again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::FastMap;
 use std::time::Instant;
 
 enum Mode<T> {
@@ -47,7 +49,7 @@ pub enum Route<T> {
 }
 
 pub struct LocalRoutes<T> {
-    modes: HashMap<i32, Mode<T>>,
+    modes: FastMap<i32, Mode<T>>,
     held: usize,
     cap: usize,
     next_fence: u64,
@@ -57,7 +59,7 @@ impl<T> LocalRoutes<T> {
     /// Holds at most `cap` records in all (at least 1).
     pub fn new(cap: usize) -> Self {
         LocalRoutes {
-            modes: HashMap::new(),
+            modes: FastMap::default(),
             held: 0,
             cap: cap.max(1),
             next_fence: 0,

@@ -18,12 +18,14 @@
 //! size.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::FastMap;
 
 /// Records waiting to be routed, per input partition.
 #[derive(Debug)]
 pub struct OrderWindow<T> {
-    queues: HashMap<u32, VecDeque<Held<T>>>,
+    queues: FastMap<u32, VecDeque<Held<T>>>,
     /// One entry per non-empty queue: its head's (timestamp, arrival, partition).
     heads: BinaryHeap<Reverse<(i64, u64, u32)>>,
     bytes: usize,
@@ -44,7 +46,7 @@ impl<T> OrderWindow<T> {
     /// A window that holds at most `limit_bytes` (0: every record passes straight through).
     pub fn new(limit_bytes: usize) -> OrderWindow<T> {
         OrderWindow {
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             heads: BinaryHeap::new(),
             bytes: 0,
             limit_bytes,

@@ -14,7 +14,6 @@
 //! acknowledgements, [`local`] applying without the hop and its fences, [`expiry`] parked events
 //! that waited too long, [`transaction`] the exactly-once mode.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +47,7 @@ use super::restore;
 use super::stats::Stats;
 use super::trace;
 use super::tracker::{PartitionTracker, Then};
+use super::FastMap;
 use super::{now_ms, RuntimeError, Topics};
 use crate::codec::Codec;
 use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
@@ -84,17 +84,17 @@ pub struct Pipeline {
     pub topics: Topics,
     pub consumer: Arc<StreamConsumer<ConsumerCtx>>,
     pub producer: Arc<PipelineProducer>,
-    pub schema_ids: HashMap<crate::model::CommandKind, u32>,
+    pub schema_ids: FastMap<crate::model::CommandKind, u32>,
     pub rebalance: Arc<Mutex<RebalanceLog>>,
     pub stats: Arc<Stats>,
-    direct: HashMap<(u32, SourceKind), bool>,
+    direct: FastMap<(u32, SourceKind), bool>,
     tps: Vec<(String, i32)>,
     /// Topic → partition → index into `tps` (looked up per record with the borrowed topic name).
-    tp_index: HashMap<String, HashMap<i32, u32>>,
+    tp_index: FastMap<String, FastMap<i32, u32>>,
     /// Records in flight per input partition, each with its original (for dead letters on failure).
-    trackers: HashMap<u32, PartitionTracker<StateRecord, SourceRecord>>,
-    states: HashMap<i32, EngineState>,
-    expiry_batches: HashMap<i64, (usize, Vec<StateRecord>)>,
+    trackers: FastMap<u32, PartitionTracker<StateRecord, SourceRecord>>,
+    states: FastMap<i32, EngineState>,
+    expiry_batches: FastMap<i64, (usize, Vec<StateRecord>)>,
     next_batch: i64,
     fence_producer: rdkafka::producer::FutureProducer,
     in_flight: usize,
@@ -155,7 +155,7 @@ impl Pipeline {
         topics: Topics,
         consumer: Arc<StreamConsumer<ConsumerCtx>>,
         producer: Arc<PipelineProducer>,
-        schema_ids: HashMap<crate::model::CommandKind, u32>,
+        schema_ids: FastMap<crate::model::CommandKind, u32>,
         rebalance: Arc<Mutex<RebalanceLog>>,
         stats: Arc<Stats>,
         fence_producer: rdkafka::producer::FutureProducer,
@@ -171,12 +171,12 @@ impl Pipeline {
             schema_ids,
             rebalance,
             stats,
-            direct: HashMap::new(),
+            direct: FastMap::default(),
             tps: Vec::new(),
-            tp_index: HashMap::new(),
-            trackers: HashMap::new(),
-            states: HashMap::new(),
-            expiry_batches: HashMap::new(),
+            tp_index: FastMap::default(),
+            trackers: FastMap::default(),
+            states: FastMap::default(),
+            expiry_batches: FastMap::default(),
             next_batch: 0,
             fence_producer,
             in_flight: 0,

@@ -15,7 +15,7 @@
 //! the window fills while librdkafka hands over one partition after another, and leads, prospects
 //! and opportunities go out before the later contacts fetched ahead of them.
 
-use std::collections::HashMap;
+use crate::runtime::FastMap;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ pub(super) struct Intake {
     /// Assigned input partitions: index, topic (as librdkafka wants it), partition.
     inputs: Vec<(u32, CString, i32)>,
     /// Per input partition: the offset after the last record handed over since the assignment.
-    next_offset: HashMap<u32, i64>,
+    next_offset: FastMap<u32, i64>,
     assigned_at: Instant,
     /// Since when the window has waited for an owed partition.
     waiting_since: Option<Instant>,
@@ -47,7 +47,7 @@ pub(super) struct Intake {
     /// Partitions waited out, with the end offset they had then: not waited for again until it
     /// moves. (A transactional input ends with a commit marker the consumer never hands over, so
     /// its end stays one past the last record for good.)
-    excused: HashMap<u32, i64>,
+    excused: FastMap<u32, i64>,
     /// Above `delivery.max_in_flight`: nothing leaves the window until half have finished.
     pub(super) paused: bool,
 }
@@ -56,10 +56,10 @@ impl Intake {
     pub(super) fn new(window_kib: usize, wait_ms: u64) -> Intake {
         Intake {
             window: OrderWindow::new(window_kib.saturating_mul(1024)),
-            excused: HashMap::new(),
+            excused: FastMap::default(),
             wait: Duration::from_millis(wait_ms),
             inputs: Vec::new(),
-            next_offset: HashMap::new(),
+            next_offset: FastMap::default(),
             assigned_at: Instant::now(),
             waiting_since: None,
             hold_until: None,
