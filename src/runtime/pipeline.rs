@@ -10,14 +10,14 @@
 //! - Offsets are stored when a record is fully acknowledged and committed every
 //!   `delivery.commit_interval_ms`.
 //!
-//! This file holds the loop and the two record paths; [`acks`] the outputs and their
-//! acknowledgements, [`local`] applying without the hop and its fences, [`expiry`] parked events
-//! that waited too long, [`transaction`] the exactly-once mode.
+//! This file holds the loop: intake, rebalances, commits and dispatch to a record's stage.
+//! [`read`] reads a record's schema and Avro, [`route`] and [`apply`] are the two record paths,
+//! [`acks`] the outputs and their acknowledgements, [`local`] applying without the hop and its
+//! fences, [`expiry`] parked events that waited too long, [`transaction`] the exactly-once mode.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apache_avro::Schema;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -26,9 +26,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
 mod acks;
+mod apply;
 mod expiry;
 mod intake;
 mod local;
+mod read;
+mod route;
 mod transaction;
 
 use intake::Intake;
@@ -36,23 +39,16 @@ use local::Held;
 pub(crate) use local::{producer_ready, warm_up};
 use transaction::Txn;
 
-use super::dead_letter::DeadLetter;
-use super::kafka::{
-    self, ConsumerCtx, Delivery, Incoming, OutRecord, Phase, PipelineProducer, RebalanceLog, Token,
-    H_KEY, H_OFFSET, H_PARTITION, H_TOPIC,
-};
+use super::kafka::{self, ConsumerCtx, Delivery, Incoming, PipelineProducer, RebalanceLog};
 use super::local::LocalRoutes;
-use super::partitioner;
-use super::restore;
 use super::stats::Stats;
-use super::trace;
 use super::tracker::{PartitionTracker, Then};
 use super::FastMap;
-use super::{now_ms, RuntimeError, Topics};
+use super::{RuntimeError, Topics};
 use crate::codec::Codec;
-use crate::engine::{Disposition, Engine, EngineState, SourceRecord};
-use crate::model::{ChangeEvent, SourceKind};
-use crate::registry::{wire, RegistryClient, RegistryError};
+use crate::engine::{Engine, EngineState, SourceRecord};
+use crate::model::SourceKind;
+use crate::registry::RegistryClient;
 use crate::settings::Settings;
 
 /// Nanoseconds since the epoch (0 if the clock is before it).
@@ -528,315 +524,5 @@ impl Pipeline {
                 Ok(None)
             }
         }
-    }
-
-    /// Fetches the writer schema, retrying while the registry is unavailable (never caching failures).
-    async fn writer_schema(&mut self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(schema) = self.registry.cached(id) {
-            return Ok(schema);
-        }
-        let mut backoff = self.registry.retry_initial;
-        loop {
-            match self.registry.fetch(id).await {
-                Ok(s) => {
-                    self.stats.registry("ok");
-                    return Ok(s);
-                }
-                Err(e) if e.is_retriable() => {
-                    self.stats.registry(e.outcome());
-                    tracing::warn!(schema_id = id, error = %e, retry_in_ms = backoff.as_millis() as u64, "Schema Registry unavailable; retrying.");
-                    tokio::time::sleep(backoff).await;
-                    self.stats.beat();
-                    backoff = (backoff * 2).min(self.registry.retry_max);
-                }
-                Err(e) => {
-                    self.stats.registry(e.outcome());
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// A record's writer schema, whether it reads directly as ours ([`Codec::reads_directly`],
-    /// cached per schema id), and where its Avro body starts; or which dead letter it deserves.
-    async fn writer_of(
-        &mut self,
-        kind: SourceKind,
-        source: &SourceRecord,
-    ) -> Result<(Arc<Schema>, bool, usize), DeadLetter> {
-        let (id, body) = match wire::split(Some(&source.value)) {
-            Ok(v) => v,
-            Err(e) => return Err(DeadLetter::from_wire(source.clone(), &e)),
-        };
-        let start = source.value.len() - body.len();
-        let writer = self
-            .writer_schema(id)
-            .await
-            .map_err(|e| DeadLetter::from_registry(source.clone(), &e))?;
-        let direct = *self
-            .direct
-            .entry((id, kind))
-            .or_insert_with(|| self.codec.reads_directly(kind, &writer));
-        Ok((writer, direct, start))
-    }
-
-    /// Decodes a record's value as `kind`, or says which dead letter it deserves.
-    async fn decode(
-        &mut self,
-        kind: SourceKind,
-        source: &SourceRecord,
-    ) -> Result<ChangeEvent, DeadLetter> {
-        let (writer, direct, start) = self.writer_of(kind, source).await?;
-        self.decode_body(kind, source, &writer, direct, start)
-    }
-
-    /// The whole event of a record whose writer schema is known ([`Pipeline::writer_of`]).
-    fn decode_body(
-        &self,
-        kind: SourceKind,
-        source: &SourceRecord,
-        writer: &Schema,
-        direct: bool,
-        start: usize,
-    ) -> Result<ChangeEvent, DeadLetter> {
-        self.codec
-            .decode_event_with(kind, writer, direct, &source.value[start..])
-            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
-    }
-
-    /// The case key of an input record. A record written with our schema is read only as far as
-    /// the ids the key is computed from; the apply stage decodes and checks the rest (a record bad
-    /// further on goes to the dead letters from there, with the same original bytes). A record of
-    /// another writer schema is resolved whole, as its fields may be anywhere.
-    async fn case_key_of(
-        &mut self,
-        kind: SourceKind,
-        source: &SourceRecord,
-    ) -> Result<String, DeadLetter> {
-        let (writer, direct, start) = self.writer_of(kind, source).await?;
-        if !direct {
-            let event = self.decode_body(kind, source, &writer, direct, start)?;
-            return Ok(self.engine.case_key(&event).into_owned());
-        }
-        let f = self
-            .codec
-            .decode_case_fields(kind, &source.value[start..])
-            .map_err(|e| DeadLetter::from_decode(source.clone(), &e))?;
-        Ok(self
-            .engine
-            .case_key_of(kind, &f.header, &f.id, &f.originating_lead)
-            .into_owned())
-    }
-
-    /// Routes an input record by its case: onto the cases topic, or, when its partition is applied
-    /// here, returns its apply stage (or holds it for that partition's fence).
-    async fn route(&mut self, tp: u32, source: SourceRecord) -> Result<Option<Job>, RuntimeError> {
-        let offset = source.offset;
-        let seq = self.next_seq(tp);
-        let at = At::Offset(offset);
-        let Some(kind) = self.topics.kind_of(&source.topic) else {
-            self.dead_letter_input(tp, seq, at, DeadLetter::from_unknown_topic(source))
-                .await?;
-            return Ok(None);
-        };
-        let case = match self.case_key_of(kind, &source).await {
-            Ok(case) => case,
-            Err(dl) => {
-                self.dead_letter_input(tp, seq, at, dl).await?;
-                return Ok(None);
-            }
-        };
-        let partition = partitioner::partition_of(case.as_bytes(), self.cases_partitions);
-        let source = match self.route_here(tp, seq, partition, source).await? {
-            Ok(job) => return Ok(job),
-            Err(source) => source,
-        };
-        let mut headers = source.headers.clone();
-        headers.push((H_TOPIC.into(), source.topic.as_bytes().to_vec()));
-        headers.push((
-            H_PARTITION.into(),
-            source.partition.to_string().into_bytes(),
-        ));
-        headers.push((H_OFFSET.into(), source.offset.to_string().into_bytes()));
-        if let Some(k) = &source.key {
-            headers.push((H_KEY.into(), k.clone()));
-        }
-        let out = OutRecord {
-            topic: &self.topics.cases,
-            partition: Some(partition),
-            key: Some(case.as_bytes()),
-            value: Some(&source.value),
-            headers: &headers,
-        };
-        self.send_out(
-            out,
-            Token {
-                tp,
-                seq,
-                phase: Phase::One,
-            },
-        )
-        .await?;
-        self.begin(tp, seq, at, 1, Vec::new(), source).await?;
-        Ok(None)
-    }
-
-    /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
-    /// cases partition not restored yet is restored with it (see [`super::restore`]).
-    async fn ensure_state(&mut self, partition: i32) -> Result<(), RuntimeError> {
-        if self.states.contains_key(&partition) {
-            return Ok(());
-        }
-        let assignment = self.consumer.assignment().ok();
-        self.restore_owned(assignment.as_ref(), Some(partition))
-            .await
-    }
-
-    /// Restores every cases partition of `assignment` not restored yet, and `also` (a partition a
-    /// record came from, should the assignment not list it).
-    async fn restore_owned(
-        &mut self,
-        assignment: Option<&TopicPartitionList>,
-        also: Option<i32>,
-    ) -> Result<(), RuntimeError> {
-        let mut partitions: Vec<i32> = assignment
-            .map(|a| {
-                a.elements_for_topic(&self.topics.cases)
-                    .iter()
-                    .map(|e| e.partition())
-                    .filter(|p| !self.states.contains_key(p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Applied here without the hop only when the assignment says it is ours.
-        let assigned = partitions.clone();
-        if let Some(partition) = also.filter(|p| !partitions.contains(p)) {
-            partitions.push(partition);
-        }
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let restored = restore::restore_all(
-            &self.settings.kafka,
-            &self.fence_producer,
-            &self.topics.state,
-            &partitions,
-            &self.stats,
-        )
-        .await?;
-        for (partition, state) in restored {
-            self.stats.restored();
-            self.stats.parked_moved(state.parked_count() as i64);
-            self.states.insert(partition, state);
-            if assigned.contains(&partition) {
-                self.start_local(partition).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies a record of cases partition `partition` (tracked there as `at`), whose `source` is
-    /// the input record it was routed from (rebuilt by [`kafka::incoming`] after the hop).
-    async fn apply(
-        &mut self,
-        tp: u32,
-        partition: i32,
-        at: At,
-        source: SourceRecord,
-    ) -> Result<(), RuntimeError> {
-        self.ensure_state(partition).await?;
-        self.stats.applied(matches!(at, At::Linked(_)));
-        let seq = self.next_seq(tp);
-        let Some(kind) = self.topics.kind_of(&source.topic) else {
-            return self
-                .dead_letter_input(tp, seq, at, DeadLetter::from_unknown_topic(source))
-                .await;
-        };
-        let event = match self.decode(kind, &source).await {
-            Ok(e) => e,
-            Err(dl) => return self.dead_letter_input(tp, seq, at, dl).await,
-        };
-        let modified_on = event.header().modified_on;
-        let change_id = event.header().change_id.clone();
-        let now = now_ms();
-        let state = self.states.get_mut(&partition).expect("restored above");
-        let decision = self.engine.apply_from(state, event, Some(&source), now);
-        let state_records: Vec<StateRecord> = decision
-            .touched
-            .iter()
-            .map(|k| StateRecord {
-                key: k.to_record_key(),
-                value: state.entry_json(k),
-                partition,
-            })
-            .collect();
-        self.stats.decided(kind, &decision, modified_on, now);
-        for r in &decision.released {
-            tracing::debug!(change_id = %r.change_id, disposition = ?r.disposition, "A parked event was completed.");
-        }
-        // Parked events found invalid once their case is complete go to the dead letters with their
-        // own original records, tied to this record's offset.
-        let released_rejections: Vec<(String, DeadLetter)> = decision
-            .released
-            .iter()
-            .filter_map(|r| match (&r.disposition, &r.source) {
-                (Disposition::Rejected(rejection), Some(source)) => Some((
-                    r.change_id.clone(),
-                    DeadLetter::from_rejection(source.clone(), r.kind.as_str(), rejection),
-                )),
-                _ => None,
-            })
-            .collect();
-        // Built only when there is something to write (most skips write nothing).
-        let out_headers = if decision.commands.is_empty() {
-            Vec::new()
-        } else {
-            trace::output_headers(&source.headers, &change_id).0
-        };
-        let mut sent = 0;
-        for command in &decision.commands {
-            let kind = command.kind();
-            let framed = self
-                .codec
-                .encode_command_after(&wire::header(self.schema_ids[&kind]), command)
-                .map_err(|e| RuntimeError::Encode(e.to_string()))?;
-            let key = command.key();
-            let out = OutRecord {
-                topic: self.topics.command_topic(kind),
-                partition: None,
-                key: Some(key.as_bytes()),
-                value: Some(&framed),
-                headers: &out_headers,
-            };
-            self.send_out(
-                out,
-                Token {
-                    tp,
-                    seq,
-                    phase: Phase::One,
-                },
-            )
-            .await?;
-            self.stats.produced(self.topics.command_topic(kind));
-            sent += 1;
-        }
-        // A copy of the record only for the rare rejection; the tracker keeps the record itself.
-        let rejected = match &decision.disposition {
-            Disposition::Rejected(rejection) => Some(DeadLetter::from_rejection(
-                source.clone(),
-                kind.as_str(),
-                rejection,
-            )),
-            _ => None,
-        };
-        self.begin(tp, seq, at, sent, state_records, source).await?;
-        if let Some(dl) = rejected {
-            self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
-        }
-        for (change_id, dl) in released_rejections {
-            // Its warning names the released event's own change and trace.
-            self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
-        }
-        self.advance(tp).await
     }
 }
