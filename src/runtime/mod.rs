@@ -355,8 +355,8 @@ pub async fn run_with(
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
-    // librdkafka joins the group meanwhile; the assignment is taken when the loop first polls.
-    pipeline::producer_ready(warming).await;
+    // librdkafka joins the group meanwhile; the pipeline takes the assignment and restores while
+    // the producer's id is on its way (`Pipeline::start_up`).
     tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
 
     let fence_producer = settings
@@ -384,7 +384,7 @@ pub async fn run_with(
     } else {
         pipeline
     };
-    let result = pipeline.run(&mut deliveries, shutdown).await;
+    let result = pipeline.run(&mut deliveries, shutdown, warming).await;
     if let Some(probe) = probe {
         probe.abort();
     }

@@ -35,8 +35,8 @@ mod route;
 mod transaction;
 
 use intake::Intake;
+pub(crate) use local::warm_up;
 use local::Held;
-pub(crate) use local::{producer_ready, warm_up};
 use transaction::Txn;
 
 use super::kafka::{self, ConsumerCtx, Delivery, Incoming, PipelineProducer, RebalanceLog};
@@ -192,12 +192,18 @@ impl Pipeline {
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown budget.
+    /// `warming` is the producer's warm-up (see [`warm_up`]), awaited in [`Pipeline::start_up`].
     pub async fn run(
         mut self,
         deliveries: &mut UnboundedReceiver<Delivery>,
         shutdown: impl std::future::Future<Output = ()>,
+        warming: Option<tokio::task::JoinHandle<(bool, Duration)>>,
     ) -> Result<(), RuntimeError> {
         tokio::pin!(shutdown);
+        let mut pending = match warming {
+            Some(warming) => self.start_up(warming, &mut shutdown).await?,
+            None => None,
+        };
         let mut commit = tokio::time::interval(Duration::from_millis(
             self.settings.delivery.commit_interval_ms.max(10),
         ));
@@ -215,22 +221,26 @@ impl Pipeline {
             // acknowledged: 0.3 s of a 2.6 s drain in the benchmark.)
             let taking = !paused || !self.intake.window.is_over_limit();
             let hold = self.intake.hold_until;
-            let event = tokio::select! {
-                biased;
-                _ = &mut shutdown => Event::Shutdown,
-                Some(d) = deliveries.recv() => Event::Delivery(d),
-                // Backpressure: above `max_in_flight` the loop stops routing input records, and
-                // once the window is full stops taking records (librdkafka's own queue bound then
-                // stops its fetching), until half have drained.
-                m = consumer.recv(), if taking => Event::Message(m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string())),
-                _ = commit.tick() => Event::Commit,
-                _ = expire.tick() => Event::Expire,
-                // Only when the consumer has nothing ready (see `intake`).
-                _ = async {
-                    if let Some(at) = hold {
-                        tokio::time::sleep_until(at.into()).await;
-                    }
-                }, if window_turn => Event::Window,
+            let event = if let Some(event) = pending.take() {
+                event
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => Event::Shutdown,
+                    Some(d) = deliveries.recv() => Event::Delivery(d),
+                    // Backpressure: above `max_in_flight` the loop stops routing input records,
+                    // and once the window is full stops taking records (librdkafka's own queue
+                    // bound then stops its fetching), until half have drained.
+                    m = consumer.recv(), if taking => Event::Message(m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string())),
+                    _ = commit.tick() => Event::Commit,
+                    _ = expire.tick() => Event::Expire,
+                    // Only when the consumer has nothing ready (see `intake`).
+                    _ = async {
+                        if let Some(at) = hold {
+                            tokio::time::sleep_until(at.into()).await;
+                        }
+                    }, if window_turn => Event::Window,
+                }
             };
             self.stats.beat();
             if let Some(assignment) = self.apply_rebalance_log() {

@@ -34,11 +34,12 @@ fn placeholder(partition: i32, offset: i64) -> SourceRecord {
 }
 
 /// Before the consumer joins the group: writes one fence that no instance awaits (`start/<pid>`)
-/// to cases partition 0; the returned task finishes when it is acknowledged ([`producer_ready`]).
+/// to cases partition 0; the returned task finishes when it is acknowledged (awaited in
+/// [`Pipeline::start_up`]).
 /// An idempotent producer sends nothing until the broker has given it a producer id; on the test
 /// broker that took 1.0–1.8 s into a backlog's drain, while every partition's first fence waited
-/// and the records routed meanwhile took the hop. Waited for while the group is joined, that time
-/// is part of the start-up instead.
+/// and the records routed meanwhile took the hop. Waited for while the group is joined and the
+/// owned state is restored, that time overlaps the rest of the start-up instead.
 pub(crate) async fn warm_up(
     producer: Arc<PipelineProducer>,
     cases: &str,
@@ -92,9 +93,9 @@ async fn send_fence_to(
 }
 
 /// Waits for [`warm_up`]'s fence to be acknowledged.
-pub(crate) async fn producer_ready(warming: Option<tokio::task::JoinHandle<(bool, Duration)>>) {
-    let Some(warming) = warming else { return };
-    if let Ok((acknowledged, took)) = warming.await {
+/// The warm-up's outcome, logged once.
+fn log_ready(result: Result<(bool, Duration), tokio::task::JoinError>) {
+    if let Ok((acknowledged, took)) = result {
         tracing::info!(
             took_ms = took.as_millis() as u64,
             acknowledged,
@@ -104,6 +105,45 @@ pub(crate) async fn producer_ready(warming: Option<tokio::task::JoinHandle<(bool
 }
 
 impl Pipeline {
+    /// Start-up while the producer waits for its id (see [`warm_up`]; ~0.5 s on Tansu): the
+    /// assignment is taken and the owned state restored meanwhile, instead of after it, so the
+    /// restore and librdkafka's first fetches overlap the wait. No record is routed before the id
+    /// has come: routed, it would only be held or take the hop behind it. The first record that
+    /// arrives is returned, to be processed first; so is a shutdown.
+    pub(super) async fn start_up(
+        &mut self,
+        mut warming: tokio::task::JoinHandle<(bool, Duration)>,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Option<super::Event>, RuntimeError> {
+        let consumer = self.consumer.clone();
+        let cases_topic = self.topics.cases.clone();
+        // The rebalance callback runs inside the consumer's poll; a tick looks at its log while
+        // no record arrives.
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut first = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return Ok(Some(super::Event::Shutdown)),
+                ready = &mut warming => {
+                    log_ready(ready);
+                    return Ok(first);
+                }
+                m = consumer.recv(), if first.is_none() => {
+                    first = Some(super::Event::Message(
+                        m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string()),
+                    ));
+                }
+                _ = tick.tick() => {}
+            }
+            self.stats.beat();
+            if let Some(assignment) = self.apply_rebalance_log() {
+                let result = self.restore_owned(Some(&assignment), None).await;
+                self.settle(result)?;
+            }
+        }
+    }
+
     /// Whether records may be applied where they are routed: configured, at-least-once, and the
     /// cases topic's partition count known.
     fn local_apply(&self) -> bool {
