@@ -29,6 +29,17 @@ pub struct Token {
     pub phase: Phase,
 }
 
+impl Token {
+    /// A phase-1 output (command, case record or dead letter) of record `seq` of `tp`.
+    pub fn one(tp: u32, seq: i64) -> Token {
+        Token {
+            tp,
+            seq,
+            phase: Phase::One,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Commands, the case record, or the record's dead letter.

@@ -19,9 +19,9 @@
 //! A partition that is revoked forgets everything; its next owner starts awaiting again.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::FastMap;
-use std::time::Instant;
 
 enum Mode<T> {
     /// Fences sent and not seen yet, oldest first, each with the records held behind it. While

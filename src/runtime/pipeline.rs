@@ -142,6 +142,19 @@ enum Event {
     Window,
 }
 
+impl Event {
+    /// What the consumer handed over, converted to owned values once.
+    fn read(
+        m: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+        cases_topic: &str,
+    ) -> Event {
+        Event::Message(
+            m.map(|m| kafka::incoming(&m, cases_topic))
+                .map_err(|e| e.to_string()),
+        )
+    }
+}
+
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -231,7 +244,7 @@ impl Pipeline {
                     // Backpressure: above `max_in_flight` the loop stops routing input records,
                     // and once the window is full stops taking records (librdkafka's own queue
                     // bound then stops its fetching), until half have drained.
-                    m = consumer.recv(), if taking => Event::Message(m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string())),
+                    m = consumer.recv(), if taking => Event::read(m, &cases_topic),
                     _ = commit.tick() => Event::Commit,
                     _ = expire.tick() => Event::Expire,
                     // Only when the consumer has nothing ready (see `intake`).
@@ -243,12 +256,7 @@ impl Pipeline {
                 }
             };
             self.stats.beat();
-            if let Some(assignment) = self.apply_rebalance_log() {
-                // Restored now, not at a cases partition's first record: librdkafka fetches the
-                // inputs while the state is read, instead of the cases records waiting for it.
-                let result = self.restore_owned(Some(&assignment), None).await;
-                self.settle(result)?;
-            }
+            self.take_rebalances().await?;
             match event {
                 Event::Shutdown => break,
                 Event::Delivery(d) => {
@@ -383,6 +391,17 @@ impl Pipeline {
             }
         }
         self.stored_since_commit = false;
+    }
+
+    /// Acts on the rebalances the consumer's callback logged since the last turn. Partitions
+    /// assigned are restored now, not at a cases partition's first record: librdkafka fetches the
+    /// inputs while the state is read, instead of the cases records waiting for it.
+    async fn take_rebalances(&mut self) -> Result<(), RuntimeError> {
+        if let Some(assignment) = self.apply_rebalance_log() {
+            let result = self.restore_owned(Some(&assignment), None).await;
+            self.settle(result)?;
+        }
+        Ok(())
     }
 
     /// Takes in what the rebalance callbacks logged; returns the new assignment when it changed.

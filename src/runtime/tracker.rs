@@ -32,8 +32,10 @@
 //! its input partition's tracker, waiting for one acknowledgement: the link, given when the
 //! cases-partition entry finishes ([`Ready::then`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
+
+use super::FastMap;
 
 /// A state write: what it writes to. Two writes with the same key replace each other.
 pub trait Keyed {
@@ -76,9 +78,9 @@ impl<T, S> Entry<T, S> {
 /// One input partition's records between intake and full acknowledgement.
 ///
 /// Every operation is amortised O(1) in the records in flight: acknowledgements find their entry
-/// by its sequence number's distance from the front (they are consecutive), and `advance` resumes where its last pass
-/// stopped instead of walking entries that already sent their state (a linear walk made a backlog of
-/// 20,000 in-flight records quadratic).
+/// by its sequence number's distance from the front (they are consecutive), and `advance` resumes
+/// where its last pass stopped instead of walking entries that already sent their state (a linear
+/// walk made a backlog of 20,000 in-flight records quadratic).
 pub struct PartitionTracker<T, S = ()> {
     entries: VecDeque<Entry<T, S>>,
     /// How many leading entries have sent their phase 2 (the next pass starts there).
@@ -250,7 +252,7 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
     /// For each record of `pass`, which of its writes to keep (those no later record of the pass
     /// replaces) and the last record holding one it lost.
     fn coalesce(&self, pass: std::ops::Range<usize>) -> Vec<(Vec<bool>, i64)> {
-        let mut last: HashMap<T::Key<'_>, i64, foldhash::fast::RandomState> = HashMap::default();
+        let mut last: FastMap<T::Key<'_>, i64> = FastMap::default();
         for e in self.entries.range(pass.clone()) {
             for r in e.phase2.iter().flatten() {
                 last.insert(r.key(), e.seq);

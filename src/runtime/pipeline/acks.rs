@@ -100,12 +100,7 @@ impl Pipeline {
         if let Some(t) = self.trackers.get_mut(&tp) {
             t.add_phase1(seq, 1);
         }
-        let token = Token {
-            tp,
-            seq,
-            phase: Phase::One,
-        };
-        self.send_dead_letter(&dl, token).await
+        self.send_dead_letter(&dl, Token::one(tp, seq)).await
     }
 
     /// Sends `dl`'s original bytes to the dead-letter topic with its error headers.

@@ -9,7 +9,7 @@ use super::{At, Pipeline, StateRecord};
 use crate::engine::{Disposition, SourceRecord};
 use crate::registry::wire;
 use crate::runtime::dead_letter::DeadLetter;
-use crate::runtime::kafka::{OutRecord, Phase, Token};
+use crate::runtime::kafka::{OutRecord, Token};
 use crate::runtime::{now_ms, restore, trace, RuntimeError};
 
 impl Pipeline {
@@ -140,15 +140,7 @@ impl Pipeline {
                 value: Some(&framed),
                 headers: &out_headers,
             };
-            self.send_out(
-                out,
-                Token {
-                    tp,
-                    seq,
-                    phase: Phase::One,
-                },
-            )
-            .await?;
+            self.send_out(out, Token::one(tp, seq)).await?;
             self.stats.produced(self.topics.command_topic(kind));
             sent += 1;
         }

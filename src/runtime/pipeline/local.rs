@@ -92,7 +92,6 @@ async fn send_fence_to(
     kafka::send(producer, out, token).await
 }
 
-/// Waits for [`warm_up`]'s fence to be acknowledged.
 /// The warm-up's outcome, logged once.
 fn log_ready(result: Result<(bool, Duration), tokio::task::JoinError>) {
     if let Ok((acknowledged, took)) = result {
@@ -130,17 +129,12 @@ impl Pipeline {
                     return Ok(first);
                 }
                 m = consumer.recv(), if first.is_none() => {
-                    first = Some(super::Event::Message(
-                        m.map(|m| kafka::incoming(&m, &cases_topic)).map_err(|e| e.to_string()),
-                    ));
+                    first = Some(super::Event::read(m, &cases_topic));
                 }
                 _ = tick.tick() => {}
             }
             self.stats.beat();
-            if let Some(assignment) = self.apply_rebalance_log() {
-                let result = self.restore_owned(Some(&assignment), None).await;
-                self.settle(result)?;
-            }
+            self.take_rebalances().await?;
         }
     }
 

@@ -5,7 +5,7 @@
 use super::{At, Job, Pipeline};
 use crate::engine::SourceRecord;
 use crate::runtime::dead_letter::DeadLetter;
-use crate::runtime::kafka::{OutRecord, Phase, Token, H_KEY, H_OFFSET, H_PARTITION, H_TOPIC};
+use crate::runtime::kafka::{OutRecord, Token, H_KEY, H_OFFSET, H_PARTITION, H_TOPIC};
 use crate::runtime::{partitioner, RuntimeError};
 
 impl Pipeline {
@@ -53,15 +53,7 @@ impl Pipeline {
             value: Some(&source.value),
             headers: &headers,
         };
-        self.send_out(
-            out,
-            Token {
-                tp,
-                seq,
-                phase: Phase::One,
-            },
-        )
-        .await?;
+        self.send_out(out, Token::one(tp, seq)).await?;
         self.begin(tp, seq, at, 1, Vec::new(), source).await?;
         Ok(None)
     }
