@@ -231,19 +231,27 @@ fn contact_split(
     (decode, encode)
 }
 
-/// `cargo bench --bench engine -- contact-profile`: the contact-edit transform alone, 200 passes,
-/// for a profiler (`perf record -g <bench binary> --bench contact-profile`); prints nothing else.
-fn contact_profile() {
+/// `cargo bench --bench engine -- contact-profile [PASSES]`: the contact-edit transform alone,
+/// `PASSES` times (200 unless given), for a profiler (`perf record -g <bench binary> --bench
+/// contact-profile`); prints nothing else. This machine has no hardware counters and its speed
+/// drifts, so to compare two builds count instructions instead of timing them:
+/// `valgrind --tool=callgrind <bench binary> --bench contact-profile 0`, then the same with 10, on
+/// each build; the difference divided by ten passes of the printed number of edits is the
+/// instructions per record.
+fn contact_profile(passes: usize) {
     let engine = Engine::new(EngineConfig::defaults());
     let codec = Codec::new();
     let (known, edits) = contact_edits(&engine, &codec);
     let clock = Instant::now();
-    for _ in 0..200 {
+    for _ in 0..passes {
         let mut state = known.clone();
         transform_all(&engine, &codec, &mut state, &edits);
     }
-    let per = clock.elapsed().as_nanos() as f64 / (200 * edits.len()) as f64;
-    println!("contact edit → customer, 200 passes: {per:.0} ns/record (state copies included)");
+    let per = clock.elapsed().as_nanos() as f64 / (passes.max(1) * edits.len()) as f64;
+    println!(
+        "contact edit → customer, {passes} passes of {} edits: {per:.0} ns/record (state copies included)",
+        edits.len()
+    );
 }
 
 criterion_group!(benches, engine_alone, transform, contact_to_customer);
@@ -252,8 +260,10 @@ criterion_group!(benches, engine_alone, transform, contact_to_customer);
 /// same allocation-heavy loop measured up to 1.7x slower. `cargo bench --bench engine -- summary`
 /// (a filter that no criterion group matches) prints the summary alone.
 fn main() {
-    if std::env::args().any(|a| a == "contact-profile") {
-        return contact_profile();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "contact-profile") {
+        let passes = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(200);
+        return contact_profile(passes);
     }
     summary();
     benches();
