@@ -301,10 +301,17 @@ impl<'de> Reader<'de> {
         Ok(head)
     }
 
+    /// A string, checked as UTF-8. Most of our strings are ASCII (ids, codes, phone numbers), and
+    /// `is_ascii` checks a word at a time where `from_utf8` walks the bytes of a short string one by
+    /// one: under callgrind, `from_utf8` was ~96 instructions per field of the contact edit.
     #[inline]
     fn str(&mut self) -> Result<&'de str, Error> {
-        std::str::from_utf8(self.bytes()?)
-            .map_err(|e| Error(format!("a string is not valid UTF-8: {e}")))
+        let bytes = self.bytes()?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(|e| Error(format!("a string is not valid UTF-8: {e}")))
     }
 }
 
@@ -513,6 +520,30 @@ mod tests {
         }
         for n in [i64::MIN, i64::MAX, i32::MIN.into(), i32::MAX.into()] {
             assert_eq!(from_slice::<i64>(&to_vec(&n).unwrap()).unwrap(), (n, 0));
+        }
+    }
+
+    #[test]
+    fn strings_read_back_whether_ascii_or_not_and_invalid_utf8_is_an_error() {
+        for text in [
+            "",
+            "PR-000501",
+            "Chloé Dubois",
+            "Zürich",
+            "東京",
+            "a\u{0}b",
+            "x".repeat(100).as_str(),
+        ] {
+            let bytes = to_vec(&text).unwrap();
+            assert_eq!(from_slice::<String>(&bytes).unwrap(), (text.to_string(), 0));
+        }
+        // A lone continuation byte, and a truncated two-byte sequence after ASCII.
+        for body in [&[0x80][..], b"abcdefgh\xc3"] {
+            let mut bytes = Vec::new();
+            write_long(&mut bytes, body.len() as i64);
+            bytes.extend_from_slice(body);
+            let err = from_slice::<String>(&bytes).unwrap_err();
+            assert!(err.0.contains("not valid UTF-8"), "{err}");
         }
     }
 
