@@ -27,15 +27,14 @@
 //!   what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`logging`]: JSON logs in a cluster, text on a terminal, with the per-record span.
+//! - [`alloc`]: the global allocator (mimalloc).
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
-/// mimalloc instead of glibc's allocator, for the connector and everything that links this library
-/// (its tests and benchmarks measure what it runs with). Draining the end-to-end benchmark's
-/// larger backlog, glibc's malloc and free were ~15% of the connector's samples; see the commit
-/// that made the switch for the figures. librdkafka's own C allocations stay with glibc.
+/// mimalloc instead of glibc's allocator; see [`alloc`] for why, and why through its C interface.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;
 
+pub mod alloc;
 pub mod codec;
 pub mod demo;
 pub mod engine;

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
 }
 
 /// Buffers of 128 KiB and more that glibc allocates (librdkafka's fetch responses and batches; the
-/// Rust side allocates from mimalloc, see the crate root) are mapped on their own and given back
+/// Rust side allocates from mimalloc, see `partner_sync::alloc`) are mapped on their own and given back
 /// to the system when freed. By default glibc raises this threshold to
 /// the largest buffer freed so far (up to 32 MiB), after which such buffers come from the heap and
 /// stay resident: in `cargo bench --bench e2e`, RSS at a steady 1,000 records/s varied from 46 to
