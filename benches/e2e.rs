@@ -823,8 +823,14 @@ fn main() {
                 );
             }
         }
+        // What the broker took besides the commands: state entries after coalescing (absent from
+        // builds before the metric, through E2E_CONNECTOR_BIN).
+        let states = scrape(child.port, "partnersync_state_records_produced_total", "")
+            .map_or("state entries not counted by this build".to_string(), |s| {
+                format!("{s:.0} state entries ({:.2} per input)", s / n as f64)
+            });
         eprintln!(
-            "round {round}: raw copy {:.0} records/s ({:.0} once running), partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB",
+            "round {round}: raw copy {:.0} records/s ({:.0} once running), partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB, {states}",
             raw[round], raw_running[round], full[round], full_running[round], rss[round]
         );
         if round == 0 {

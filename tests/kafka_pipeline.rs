@@ -11,6 +11,8 @@ use partner_sync::engine::ids;
 use partner_sync::mapping::EngineConfig;
 use partner_sync::model::{ChangeEvent, SourceKind};
 use partner_sync::runtime::stats::names;
+use partner_sync::runtime::Topics;
+use partner_sync::settings::Settings;
 use partner_sync::story;
 use tokio::task::block_in_place;
 
@@ -64,6 +66,20 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     // were held for it, then applied here too).
     let applied = stats.value(names::APPLIED, &[]);
     assert_eq!(applied, events.len() as u64, "{}", stats.summary());
+    // The state-entries counter counts what reached the state topic: a dashboard reading it sees
+    // the broker's real write load.
+    let state_records = stats.value(names::STATE_RECORDS, &[]) as usize;
+    assert!(state_records > 0, "{}", stats.summary());
+    let state_topic = Topics::new(&Settings::defaults().topics).state;
+    let on_topic = block_in_place(|| {
+        read_until(
+            &broker.bootstrap(),
+            &state_topic,
+            Duration::from_secs(30),
+            |r| r.len() >= state_records,
+        )
+    });
+    assert_eq!(on_topic.len(), state_records, "{}", stats.summary());
     assert_eq!(
         stats.value(names::APPLIED, &[("path", "local")]),
         applied,

@@ -41,6 +41,7 @@ pub mod names {
     pub const PARKED_EXPIRED: &str = "partnersync_parked_expired_total";
     pub const PARKED: &str = "partnersync_parked_total";
     pub const APPLIED: &str = "partnersync_records_applied_total";
+    pub const STATE_RECORDS: &str = "partnersync_state_records_produced_total";
 }
 
 /// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
@@ -129,6 +130,7 @@ pub struct Stats {
     order_window: IntGauge,
     intake_pauses: IntCounter,
     restores: IntCounter,
+    state_records: IntCounter,
     ready_gauge: IntGauge,
     assigned: AtomicBool,
     producer_up: AtomicBool,
@@ -274,6 +276,7 @@ impl Stats {
             order_window: gauge(&r, "partnersync_order_window_records", "Input records waiting in the order window to be routed in timestamp order."),
             intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
             restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
+            state_records: counter(&r, names::STATE_RECORDS, "State entries handed to the producer for the state topic, after same-key writes released together were coalesced."),
             ready_gauge: gauge(&r, "partnersync_ready", "1 when partitions are assigned, the producer is connected and the registry is reachable."),
             registry: r,
             assigned: AtomicBool::new(false),
@@ -423,6 +426,10 @@ impl Stats {
 
     pub fn restored(&self) {
         self.restores.inc();
+    }
+
+    pub fn state_records_sent(&self, n: usize) {
+        self.state_records.inc_by(n as u64);
     }
 
     pub fn set_in_flight(&self, n: usize) {

@@ -246,6 +246,7 @@ impl Pipeline {
         for r in &records {
             self.send_state(r, token).await?;
         }
+        self.stats.state_records_sent(records.len());
         Ok(())
     }
 
