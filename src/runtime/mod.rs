@@ -265,25 +265,6 @@ pub async fn run_with(
     let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
     let engine = Engine::new(cfg);
     let topics = Topics::new(&settings.topics);
-    let registry = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
-
-    // Output schemas: registered ahead (checked here) or registered now.
-    let mut schema_ids = FastMap::default();
-    for (kind, text) in COMMAND_SCHEMAS {
-        let schema = Schema::parse_str(text).map_err(|e| RuntimeError::Encode(e.to_string()))?;
-        let full_name = match &schema {
-            Schema::Record(r) => r.name.fullname(None),
-            _ => unreachable!("command schemas are records"),
-        };
-        let subject = settings
-            .registry
-            .subject_name_strategy
-            .subject(topics.command_topic(kind), &full_name);
-        let id =
-            output_schema_id(&registry, &subject, text, settings.registry.auto_register).await?;
-        schema_ids.insert(kind, id);
-    }
-
     let (tx, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
     let mut producer_config = settings
         .kafka
@@ -310,12 +291,33 @@ pub async fn run_with(
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
-    // At once: the broker's producer id arrives while the topics are checked and the group joined.
+    // First and at once: the broker's producer id (~0.5 s on Tansu) arrives while the registry
+    // client is built (it loads the system's CA certificates), the output schemas are checked,
+    // the topics are checked and the group is joined.
     let warming = if !transactional && settings.delivery.local_apply {
         pipeline::warm_up(producer.clone(), &topics.cases).await
     } else {
         None
     };
+    let registry = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
+
+    // Output schemas: registered ahead (checked here) or registered now.
+    let mut schema_ids = FastMap::default();
+    for (kind, text) in COMMAND_SCHEMAS {
+        let schema = Schema::parse_str(text).map_err(|e| RuntimeError::Encode(e.to_string()))?;
+        let full_name = match &schema {
+            Schema::Record(r) => r.name.fullname(None),
+            _ => unreachable!("command schemas are records"),
+        };
+        let subject = settings
+            .registry
+            .subject_name_strategy
+            .subject(topics.command_topic(kind), &full_name);
+        let id =
+            output_schema_id(&registry, &subject, text, settings.registry.auto_register).await?;
+        schema_ids.insert(kind, id);
+    }
+
     let log = Arc::new(Mutex::new(RebalanceLog::default()));
     let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
         settings
