@@ -119,6 +119,18 @@ fn give_back_freed_memory() {
     collect_this_threads_garbage();
 }
 
+/// Closes a state reader on a thread of its own. Destroying a librdkafka consumer waits for its
+/// broker threads to stop: ~100 ms per reader on Tansu, measured inside a restore of three empty
+/// partitions (fence read after 20–69 ms, reader dropped after 121–170 ms), and the restored state
+/// waited for it. Nothing depends on the close: the reader was only assigned, never in a group.
+fn close_later(reader: BaseConsumer) {
+    // If no thread can be started, the closure and the reader in it are dropped here: slower, not
+    // wrong.
+    let _ = std::thread::Builder::new()
+        .name("state-reader-close".into())
+        .spawn(move || drop(reader));
+}
+
 /// Reads state-topic partition `partition` from the beginning through offset `fence` (a record this
 /// instance just wrote), into a fresh state. Reading to our own fence, not to the reported high
 /// watermark, guarantees every state write acknowledged before the fence is seen.
@@ -168,7 +180,7 @@ fn read_partition(
             break;
         }
     }
-    drop(reader);
+    close_later(reader);
     let mut state = EngineState::default();
     for (key, (offset, value)) in latest {
         let Some(key) = std::str::from_utf8(&key).ok().and_then(StateKey::parse) else {
