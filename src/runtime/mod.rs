@@ -265,6 +265,12 @@ pub async fn run_with(
     let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
     let engine = Engine::new(cfg);
     let topics = Topics::new(&settings.topics);
+    // Built on another thread while the clients start: it loads the system's CA certificates
+    // (~90 ms here), and the start-up waits for the slowest of these steps, not for their sum.
+    let building = {
+        let registry = settings.registry.clone();
+        tokio::task::spawn_blocking(move || RegistryClient::new(&registry))
+    };
     let (tx, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
     let mut producer_config = settings
         .kafka
@@ -299,7 +305,31 @@ pub async fn run_with(
     } else {
         None
     };
-    let registry = RegistryClient::new(&settings.registry).map_err(RuntimeError::Config)?;
+    let log = Arc::new(Mutex::new(RebalanceLog::default()));
+    let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
+        settings
+            .kafka
+            .client_config(ClientRole::Consumer)
+            .map_err(RuntimeError::Config)?
+            .create_with_context(ConsumerCtx {
+                transactional,
+                log: log.clone(),
+                producer: OnceLock::new(),
+                stats: stats.clone(),
+            })
+            .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
+    );
+    let _ = consumer.context().producer.set(producer.clone());
+    // The topics are checked while the output schemas are.
+    let checking = {
+        let consumer = consumer.clone();
+        let topics = topics.clone();
+        tokio::task::spawn_blocking(move || check_topics(&consumer, &topics))
+    };
+    let registry = building
+        .await
+        .map_err(|e| RuntimeError::Config(e.to_string()))?
+        .map_err(RuntimeError::Config)?;
 
     // Output schemas: registered ahead (checked here) or registered now.
     let mut schema_ids = FastMap::default();
@@ -318,21 +348,6 @@ pub async fn run_with(
         schema_ids.insert(kind, id);
     }
 
-    let log = Arc::new(Mutex::new(RebalanceLog::default()));
-    let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
-        settings
-            .kafka
-            .client_config(ClientRole::Consumer)
-            .map_err(RuntimeError::Config)?
-            .create_with_context(ConsumerCtx {
-                transactional,
-                log: log.clone(),
-                producer: OnceLock::new(),
-                stats: stats.clone(),
-            })
-            .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
-    );
-    let _ = consumer.context().producer.set(producer.clone());
     if transactional {
         let p = producer.clone();
         tokio::task::spawn_blocking(move || {
@@ -347,13 +362,9 @@ pub async fn run_with(
             ))
         })?;
     }
-    let cases_partitions = {
-        let consumer = consumer.clone();
-        let topics = topics.clone();
-        tokio::task::spawn_blocking(move || check_topics(&consumer, &topics))
-            .await
-            .map_err(|e| RuntimeError::Kafka(e.to_string()))??
-    };
+    let cases_partitions = checking
+        .await
+        .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;

@@ -256,7 +256,7 @@ impl Pipeline {
                 }
             };
             self.stats.beat();
-            self.take_rebalances().await?;
+            let _ = self.take_rebalances().await?;
             match event {
                 Event::Shutdown => break,
                 Event::Delivery(d) => {
@@ -395,13 +395,16 @@ impl Pipeline {
 
     /// Acts on the rebalances the consumer's callback logged since the last turn. Partitions
     /// assigned are restored now, not at a cases partition's first record: librdkafka fetches the
-    /// inputs while the state is read, instead of the cases records waiting for it.
-    async fn take_rebalances(&mut self) -> Result<(), RuntimeError> {
+    /// inputs while the state is read, instead of the cases records waiting for it. Returns
+    /// whether partitions were assigned to this instance.
+    async fn take_rebalances(&mut self) -> Result<bool, RuntimeError> {
         if let Some(assignment) = self.apply_rebalance_log() {
+            let owned = assignment.count() > 0;
             let result = self.restore_owned(Some(&assignment), None).await;
             self.settle(result)?;
+            return Ok(owned);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Takes in what the rebalance callbacks logged; returns the new assignment when it changed.

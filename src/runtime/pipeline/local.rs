@@ -70,6 +70,10 @@ pub(crate) async fn warm_up(
     }))
 }
 
+/// How long [`Pipeline::start_up`] waits, once the producer is ready, for a first assignment
+/// before the loop starts without one.
+const IDLE_START: Duration = Duration::from_secs(3);
+
 /// How often, and how many times, [`warm_up`] asks for metadata while it waits (see [`nudge`]).
 const NUDGE_EVERY: Duration = Duration::from_millis(20);
 const NUDGES: u32 = 10;
@@ -135,11 +139,13 @@ fn log_ready(result: Result<(bool, Duration), tokio::task::JoinError>) {
 }
 
 impl Pipeline {
-    /// Start-up while the producer waits for its id (see [`warm_up`]; ~0.5 s on Tansu): the
-    /// assignment is taken and the owned state restored meanwhile, instead of after it, so the
-    /// restore and librdkafka's first fetches overlap the wait. No record is routed before the id
-    /// has come: routed, it would only be held or take the hop behind it. The first record that
-    /// arrives is returned, to be processed first; so is a shutdown.
+    /// Start-up while the producer waits for its id (see [`warm_up`]): the assignment is taken and
+    /// the owned state restored meanwhile, instead of after it, so the restore and librdkafka's
+    /// first fetches overlap the wait. No record is routed before the id has come: routed, it
+    /// would only be held or take the hop behind it. The first record that arrives is returned, to
+    /// be processed first; so is a shutdown. Since the id comes sooner ([`nudge`]) it often comes
+    /// before the assignment; start-up then goes on until the assignment is restored, so that the
+    /// restore still runs before records arrive, not when the first one does.
     pub(super) async fn start_up(
         &mut self,
         mut warming: tokio::task::JoinHandle<(bool, Duration)>,
@@ -151,13 +157,14 @@ impl Pipeline {
         // no record arrives.
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut first = None;
+        let (mut ready_at, mut assigned) = (None::<Instant>, false);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(Some(super::Event::Shutdown)),
-                ready = &mut warming => {
+                ready = &mut warming, if ready_at.is_none() => {
                     log_ready(ready);
-                    return Ok(first);
+                    ready_at = Some(Instant::now());
                 }
                 m = consumer.recv(), if first.is_none() => {
                     first = Some(super::Event::read(m, &cases_topic));
@@ -165,7 +172,13 @@ impl Pipeline {
                 _ = tick.tick() => {}
             }
             self.stats.beat();
-            self.take_rebalances().await?;
+            assigned |= self.take_rebalances().await?;
+            // Once the producer is ready, the loop starts when the first assignment has been
+            // taken (and restored) or a record has come. An instance the group gives nothing to
+            // starts after a while anyway; its loop takes later assignments itself.
+            if ready_at.is_some_and(|at| assigned || first.is_some() || at.elapsed() > IDLE_START) {
+                return Ok(first);
+            }
         }
     }
 
