@@ -81,13 +81,13 @@ const NUDGES: u32 = 10;
 /// Asks the broker for `topic`'s metadata through the producer's own client.
 ///
 /// Why: librdkafka's idempotent producer asks for its producer id when it is created, when a
-/// metadata response arrives, and on a 500 ms retry timer. At creation no broker connection is up
-/// yet, and the first metadata response (for the first record's topic) comes before the
-/// connection to the partition's leader is, so the id was asked for only when the timer fired:
-/// the first record waited ~505 ms on Tansu. A metadata response once the leader's connection is
-/// up makes librdkafka ask at once (`rdkafka_metadata.c` calls the id state machine after every
-/// response). In a test against Tansu, one request 20 ms after the first record took its delivery
-/// from 506–509 ms to 54 ms. Failing is harmless: the timer still fires.
+/// metadata response arrives (`rdkafka_metadata.c` calls the id state machine after every
+/// response), and on a 500 ms retry timer (`rdkafka_idempotence.c`); it asks only once a broker
+/// connection is up. On Tansu the first record waited ~505 ms, the timer's interval, so neither
+/// the creation nor the first record's metadata response found a connection up, as far as the
+/// timing and librdkafka's source tell (its debug log did not reach us). In a probe against
+/// Tansu, one metadata request 20 ms after the first record took that record's delivery from
+/// 506–509 ms to 54 ms. Failing is harmless: the timer still fires.
 async fn nudge(producer: &Arc<PipelineProducer>, topic: &str) {
     let (producer, topic) = (producer.clone(), topic.to_string());
     let _ = tokio::task::spawn_blocking(move || {
