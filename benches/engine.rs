@@ -344,9 +344,10 @@ fn contact_split(
 /// `PASSES` times (200 unless given), for a profiler (`perf record -g <bench binary> --bench
 /// contact-profile`); prints nothing else. This machine has no hardware counters and its speed
 /// drifts, so to compare two builds count instructions instead of timing them:
-/// `valgrind --tool=callgrind <bench binary> --bench contact-profile 0`, then the same with 10, on
-/// each build; the difference divided by ten passes of the printed number of edits is the
-/// instructions per record.
+/// `valgrind --tool=callgrind <bench binary> --bench contact-profile 5` on each build, then
+/// `callgrind_annotate --inclusive=yes` on its output: `engine::transform_all`'s count divided by
+/// five passes of the printed number of edits is the instructions per record (the state copies
+/// each pass starts from are outside it).
 fn contact_profile(passes: usize) {
     let engine = Engine::new(EngineConfig::defaults());
     let codec = Codec::new();

@@ -428,8 +428,8 @@ impl Stats {
         self.restores.inc();
     }
 
-    pub fn state_records_sent(&self, n: usize) {
-        self.state_records.inc_by(n as u64);
+    pub fn state_record_sent(&self) {
+        self.state_records.inc();
     }
 
     pub fn set_in_flight(&self, n: usize) {

@@ -246,7 +246,6 @@ impl Pipeline {
         for r in &records {
             self.send_state(r, token).await?;
         }
-        self.stats.state_records_sent(records.len());
         Ok(())
     }
 
@@ -263,7 +262,9 @@ impl Pipeline {
             value: r.value.as_deref(),
             headers: &[],
         };
-        self.send_out(out, token).await
+        self.send_out(out, token).await?;
+        self.stats.state_record_sent();
+        Ok(())
     }
 
     /// Moves partition `tp` forward: sends the state writes now due, stores how far it is done, and
