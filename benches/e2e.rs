@@ -712,6 +712,28 @@ fn latency_phase(
             last(&sent),
             last(&received)
         );
+        // The median latency of the edits sent in each quarter second: a queue that builds and
+        // drains shows as a rise and fall, a steady cost as a flat line.
+        let mut slices: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for (id, at) in received.iter() {
+            let sent_at = sent[id];
+            let slice = sent_at.duration_since(started).as_millis() as u64 / 250;
+            slices
+                .entry(slice)
+                .or_default()
+                .push(at.duration_since(sent_at).as_secs_f64() * 1000.0);
+        }
+        let line: Vec<String> = slices
+            .values_mut()
+            .map(|v| {
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                format!("{:.0}", v[v.len() / 2])
+            })
+            .collect();
+        eprintln!(
+            "trace latency {tag} at {rate}/s: median ms by quarter second sent: {}",
+            line.join(" ")
+        );
     }
     Latencies {
         received: received.len(),
