@@ -917,8 +917,8 @@ fn main() {
         raw_latency.push(l);
     }
     // The connector's latency: for each rate a fresh connector in a new group restores the last
-    // round's state (every customer known) and reads a contact topic of its own, fresh like the
-    // raw copy's, writing its customer commands to a fresh topic. On the topics the drains and
+    // round's state (every customer known) and reads input topics of its own, fresh like the raw
+    // copy's, writing its customer commands to a fresh topic. On the topics the drains and
     // earlier phases had filled, it waited ~250 ms at 20,000/s where the raw copy waited ~50: Tansu
     // 0.6's fetch lists every batch a partition holds (its CPU rose from 0.3 to 1.4 cores within
     // one 10 s phase at 1,000/s on fresh topics), so the paths must meet the broker alike.
@@ -928,12 +928,27 @@ fn main() {
     let mut latency = Vec::new();
     let mut steady_rss = 0.0;
     for ((rate, seconds), raw_l) in RATES.into_iter().zip(raw_latency) {
-        let (edits_in, customers) = (
-            format!("bench.latency-in.{rate}.connector"),
-            format!("bench.latency-customers.{rate}"),
-        );
-        broker.create_topic(&edits_in, 3);
-        broker.create_topic(&customers, 3);
+        // Every input of its own (the others stay empty): a new group starting at the earliest
+        // offset of the backlog's topics would first read the whole backlog again.
+        let fresh = |key: &str| format!("bench.latency.{rate}.{key}");
+        let own_keys = [
+            "prospect_changes",
+            "lead_changes",
+            "opportunity_changes",
+            "contact_changes",
+            "account_changes",
+            "customer_commands",
+        ];
+        let own_names: Vec<String> = own_keys.iter().map(|k| fresh(k)).collect();
+        for t in &own_names {
+            broker.create_topic(t, 3);
+        }
+        let own: Vec<(&str, &str)> = own_keys
+            .iter()
+            .copied()
+            .zip(own_names.iter().map(String::as_str))
+            .collect();
+        let (edits_in, customers) = (fresh("contact_changes"), fresh("customer_commands"));
         let tag = format!("{suffix}-lat{rate}");
         let (config, _) = connector_toml(
             &broker.bootstrap(),
@@ -942,7 +957,7 @@ fn main() {
             free_port(),
             &format!("bench{tag}"),
             "earliest",
-            &[("contact_changes", &edits_in), ("customer_commands", &customers)],
+            &own,
         );
         let mut child = Child::spawn(&config, &tag);
         child.wait_until("the latency phase's connector is ready", 60, |c| {
