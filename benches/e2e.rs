@@ -21,12 +21,15 @@
 //! long) the fixed start-up (group join, process start) would otherwise weigh as much as the work.
 //! The target applies to the second; the first stays in the table.
 //!
-//! Then, with the last round's connector still running, a latency phase at fixed offered rates:
-//! contact edits of known customers are produced at `rate` records/s, and a reader measures, per
-//! edit, the time from handing the edit to the producer to reading its customer command back
-//! (one broker crossing inside, input → commands, when the connector applies records where it
-//! routes them; two through the cases topic otherwise). The connector's resident memory is sampled
-//! at the end of the 1,000 records/s phase (steady state).
+//! Then a latency phase at fixed offered rates, each path on fresh topics of its own (Tansu 0.6's
+//! fetch slows as a partition fills with batches, so topics that held the backlog would cost one
+//! path more than the other): contact edits of known customers are produced at `rate` records/s,
+//! and a reader measures, per edit, the time from handing the edit to the producer to reading its
+//! result back (a copied record, or its customer command: one broker crossing inside, input →
+//! commands, when the connector applies records where it routes them; two through the cases topic
+//! otherwise). The connector of each rate is a fresh instance in a new group that restored the last
+//! round's state; the 1,000 records/s one's resident memory at the end of its phase is the steady
+//! memory.
 //!
 //! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
 //! `PARTITION_FETCH_BYTES`; 0 turns it off).
