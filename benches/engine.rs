@@ -364,6 +364,39 @@ fn contact_profile(passes: usize) {
     );
 }
 
+/// `cargo bench --bench engine -- state-profile [PASSES]`: the full mix from an empty state, each
+/// event applied and the state entries it touched serialized as the pipeline writes them (JSON, one
+/// per key, before coalescing), `PASSES` times (20 unless given), for a profiler. Under callgrind,
+/// `EngineState::entry_json`'s inclusive count divided by the printed number of events times
+/// `PASSES` is the state serialization's instructions per input record.
+fn state_profile(passes: usize) {
+    let engine = Engine::new(EngineConfig::defaults());
+    let evs = events(&engine);
+    let (mut entries, mut bytes) = (0usize, 0usize);
+    let clock = Instant::now();
+    for _ in 0..passes {
+        let mut state = EngineState::default();
+        for e in evs.iter().cloned() {
+            let decision = engine.apply(&mut state, e, 0);
+            for key in &decision.touched {
+                if let Some(json) = state.entry_json(key) {
+                    entries += 1;
+                    bytes += json.len();
+                    black_box(json);
+                }
+            }
+        }
+    }
+    let per = clock.elapsed().as_nanos() as f64 / (passes.max(1) * evs.len()) as f64;
+    let runs = passes.max(1) as f64;
+    println!(
+        "full mix with state entries, {passes} passes of {} events: {per:.0} ns/record, {:.2} entries of {:.0} bytes on average per record",
+        evs.len(),
+        entries as f64 / runs / evs.len() as f64,
+        bytes as f64 / entries.max(1) as f64
+    );
+}
+
 criterion_group!(benches, engine_alone, transform, contact_to_customer);
 
 /// The summary runs first, on a fresh heap: after criterion's groups the heap is fragmented and the
@@ -374,6 +407,10 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == "contact-profile") {
         let passes = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(200);
         return contact_profile(passes);
+    }
+    if let Some(at) = args.iter().position(|a| a == "state-profile") {
+        let passes = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
+        return state_profile(passes);
     }
     summary();
     benches();

@@ -41,13 +41,7 @@ impl Engine {
                     p.version = c.header.version;
                     p.deleted = true;
                 }
-                None => {
-                    case.prospect = Some(ProspectSeen {
-                        version: c.header.version,
-                        deleted: true,
-                        record: r.clone(),
-                    })
-                }
+                None => case.prospect = Some(ProspectSeen::new(c.header.version, true, r.clone())),
             }
             return Disposition::Skipped(SkipReason::Deleted);
         }
@@ -57,14 +51,12 @@ impl Engine {
             .as_deref()
             .filter(|s| *s == self.cfg.approved_status || *s == self.cfg.rejected_status)
             .map(str::to_string);
-        let previous = case.prospect.replace(ProspectSeen {
-            version: c.header.version,
-            deleted: false,
-            record: r.clone(),
-        });
+        let previous = case
+            .prospect
+            .replace(ProspectSeen::new(c.header.version, false, r.clone()));
         let old_email = previous
             .as_ref()
-            .and_then(|p| p.record.primary_email_address.clone());
+            .and_then(|p| p.record().primary_email_address.clone());
         if let Some(status) = decided_here {
             if case.outcome.is_pending() {
                 case.outcome = Outcome::DecidedInCommerce { status };
@@ -80,7 +72,7 @@ impl Engine {
                 Disposition::Emitted
             }
             Some(prev) => {
-                let before = self.lead_upsert(&key, &company, &prev.record, cause, false);
+                let before = self.lead_upsert(&key, &company, prev.record(), cause, false);
                 if before == lead {
                     Disposition::Skipped(SkipReason::NoMappedChange)
                 } else if !case.outcome.is_pending() {

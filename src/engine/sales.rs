@@ -258,7 +258,7 @@ impl Engine {
             return Disposition::Parked(ParkReason::ProspectNotSeen);
         };
         let company = case.company.clone();
-        let prospect_id = prospect.record.prospect_id.clone();
+        let prospect_id = prospect.record().prospect_id.clone();
         if prospect.deleted {
             out.push(self.alert(AlertKind::ProspectDeleted,
                 key,
@@ -283,12 +283,12 @@ impl Engine {
             person.customer_account.clone(),
             organization.customer_account.clone(),
         );
-        let organization_name = prospect.record.prospect_name.clone().unwrap_or_default();
+        let organization_name = prospect.record().prospect_name.clone().unwrap_or_default();
 
         // The same requester already approved under another prospect: a second Person customer with the
         // same email would break sign-in for both, so hold this one for a person to decide.
         let email = prospect
-            .record
+            .record()
             .primary_email_address
             .as_deref()
             .unwrap_or("");
@@ -354,7 +354,7 @@ impl Engine {
         let record = case
             .prospect
             .as_ref()
-            .map(|p| p.record.clone())
+            .map(|p| p.record().clone())
             .unwrap_or_default();
         out.push(ProspectStatusUpdate {
             command_id: ids::command_id("prospect_status", key, &self.cfg.rejected_status),

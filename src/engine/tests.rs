@@ -618,3 +618,42 @@ fn fields_move_into_the_customer_only_after_the_rule_will_not_park_and_a_source_
         )
     );
 }
+
+#[test]
+fn a_case_entry_writes_its_latest_prospect_as_plain_json_and_restores_to_the_same_bytes() {
+    let e = engine();
+    let mut s = EngineState::default();
+    let first = prospect("P9", "marta@fabrikam.example");
+    let id = e.case_key(&first).into_owned();
+    let case = StateKey::Case(id.clone());
+    e.apply(&mut s, first, 1_000);
+    let written = s.entry_json(&case).unwrap();
+    // The prospect's JSON is kept after the first write; a second write is the same bytes, and
+    // both are what plain serde_json makes of the record.
+    assert_eq!(s.entry_json(&case).unwrap(), written);
+    let value: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    let plain = serde_json::to_value(s.cases[&id].prospect.as_ref().unwrap().record()).unwrap();
+    assert_eq!(value["prospect"]["record"], plain);
+
+    // An edited prospect replaces the record, and its case entry carries the edit, not the first.
+    let ChangeEvent::Prospect(mut edit) = prospect("P9", "marta@fabrikam.example") else {
+        unreachable!()
+    };
+    edit.header.version = 2;
+    edit.header.change_id = "P9-p2".into();
+    edit.record.prospect_name = Some("Fabrikam Nordic".into());
+    e.apply(&mut s, ChangeEvent::Prospect(edit), 1_001);
+    let edited = s.entry_json(&case).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&edited).unwrap();
+    assert_eq!(
+        value["prospect"]["record"]["ProspectName"],
+        "Fabrikam Nordic"
+    );
+    assert_eq!(value["prospect"]["version"], 2);
+
+    // Restored elsewhere (nothing kept yet), the case writes the same bytes.
+    let mut restored = EngineState::default();
+    restored.restore_entry(&case, Some(&edited)).unwrap();
+    assert_eq!(restored.entry_json(&case).unwrap(), edited);
+    assert_eq!(restored.cases, s.cases);
+}
