@@ -321,8 +321,8 @@ fn raw_copy(
 
 /// The connector's configuration for one round: its own topics, group and metrics port.
 /// `group` and `reset` let a second connector join the same topics fresh (see the latency phase);
-/// `own` names topics of its own, by settings key (the latency phase's fresh contact input and
-/// customer commands).
+/// `own` names topics of its own, by settings key (the latency phase's fresh inputs and customer
+/// commands).
 fn connector_toml(
     bootstrap: &str,
     registry: &str,
@@ -923,8 +923,9 @@ fn main() {
     // round's state (every customer known) and reads input topics of its own, fresh like the raw
     // copy's, writing its customer commands to a fresh topic. On the topics the drains and
     // earlier phases had filled, it waited ~250 ms at 20,000/s where the raw copy waited ~50: Tansu
-    // 0.6's fetch lists every batch a partition holds (its CPU rose from 0.3 to 1.4 cores within
-    // one 10 s phase at 1,000/s on fresh topics), so the paths must meet the broker alike.
+    // 0.6's fetch lists every batch a partition holds (`tansu-storage` 0.6.0, `dynostore.rs`; its
+    // CPU rose from 0.3 to 1.4 cores within one 10 s phase at 1,000/s, raw copy alone, on fresh
+    // topics), so the paths must meet the broker alike.
     // The 1,000/s connector's resident memory at the end of its phase is the steady memory: what
     // steady traffic needs, not what a backlog drain left behind.
     let suffix = format!(".r{}", rounds - 1);
