@@ -319,18 +319,17 @@ fn raw_copy(
     }
 }
 
-/// The connector's configuration for one round: its own topics, group and metrics port.
-/// `group` and `reset` let a second connector join the same topics fresh (see the latency phase);
-/// `own` names topics of its own, by settings key (the latency phase's fresh inputs and customer
-/// commands).
+/// The connector's configuration for one round: the round's topics (`suffix`), its metrics port,
+/// and the group `bench<tag>`, read from the earliest offset. `own` names topics of its own, by
+/// settings key (the latency phase's fresh inputs and customer commands, with the last round's
+/// state).
 fn connector_toml(
     bootstrap: &str,
     registry: &str,
     suffix: &str,
     port: u16,
-    group: &str,
-    reset: &str,
-    own: &[(&str, &str)],
+    tag: &str,
+    own: &[(&str, String)],
 ) -> (String, Topics) {
     let d = Settings::defaults().topics;
     let mut topics = String::from("[topics]\n");
@@ -338,7 +337,7 @@ fn connector_toml(
         let name = own
             .iter()
             .find(|(k, _)| *k == key)
-            .map_or(name, |(_, n)| n.to_string());
+            .map_or(name, |(_, n)| n.clone());
         topics.push_str(&format!("{key} = \"{name}\"\n"));
     };
     for (key, name) in [
@@ -374,8 +373,8 @@ fn connector_toml(
         r#"
 [kafka]
 bootstrap_servers = "{bootstrap}"
-group_id = "{group}"
-auto_offset_reset = "{reset}"
+group_id = "bench{tag}"
+auto_offset_reset = "earliest"
 client_id = "bench{suffix}"
 session_timeout_ms = 6000
 fetch_wait_max_ms = {fetch_wait}
@@ -814,8 +813,7 @@ fn main() {
             &registry.url(),
             &suffix,
             free_port(),
-            &format!("bench{suffix}"),
-            "earliest",
+            &suffix,
             &[],
         );
         for t in topics
@@ -935,23 +933,20 @@ fn main() {
         // Every input of its own (the others stay empty): a new group starting at the earliest
         // offset of the backlog's topics would first read the whole backlog again.
         let fresh = |key: &str| format!("bench.latency.{rate}.{key}");
-        let own_keys = [
+        let own: Vec<(&str, String)> = [
             "prospect_changes",
             "lead_changes",
             "opportunity_changes",
             "contact_changes",
             "account_changes",
             "customer_commands",
-        ];
-        let own_names: Vec<String> = own_keys.iter().map(|k| fresh(k)).collect();
-        for t in &own_names {
+        ]
+        .into_iter()
+        .map(|key| (key, fresh(key)))
+        .collect();
+        for (_, t) in &own {
             broker.create_topic(t, 3);
         }
-        let own: Vec<(&str, &str)> = own_keys
-            .iter()
-            .copied()
-            .zip(own_names.iter().map(String::as_str))
-            .collect();
         let (edits_in, customers) = (fresh("contact_changes"), fresh("customer_commands"));
         let tag = format!("{suffix}-lat{rate}");
         let (config, _) = connector_toml(
@@ -959,8 +954,7 @@ fn main() {
             &registry.url(),
             &suffix,
             free_port(),
-            &format!("bench{tag}"),
-            "earliest",
+            &tag,
             &own,
         );
         let mut child = Child::spawn(&config, &tag);
