@@ -387,12 +387,12 @@ fn state_profile(passes: usize) {
             }
         }
     }
-    let per = clock.elapsed().as_nanos() as f64 / (passes.max(1) * evs.len()) as f64;
-    let runs = passes.max(1) as f64;
+    let records = (passes.max(1) * evs.len()) as f64;
+    let per = clock.elapsed().as_nanos() as f64 / records;
     println!(
         "full mix with state entries, {passes} passes of {} events: {per:.0} ns/record, {:.2} entries of {:.0} bytes on average per record",
         evs.len(),
-        entries as f64 / runs / evs.len() as f64,
+        entries as f64 / records,
         bytes as f64 / entries.max(1) as f64
     );
 }
@@ -404,13 +404,20 @@ criterion_group!(benches, engine_alone, transform, contact_to_customer);
 /// (a filter that no criterion group matches) prints the summary alone.
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "contact-profile") {
-        let passes = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(200);
-        return contact_profile(passes);
+    // A profile mode and its pass count (the argument after it, else `default`).
+    let passes = |mode: &str, default: usize| {
+        let at = args.iter().position(|a| a == mode)?;
+        Some(
+            args.get(at + 1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    if let Some(n) = passes("contact-profile", 200) {
+        return contact_profile(n);
     }
-    if let Some(at) = args.iter().position(|a| a == "state-profile") {
-        let passes = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
-        return state_profile(passes);
+    if let Some(n) = passes("state-profile", 20) {
+        return state_profile(n);
     }
     summary();
     benches();
