@@ -7,13 +7,17 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use partner_sync::codec::Codec;
 use partner_sync::engine::ids;
 use partner_sync::mapping::EngineConfig;
 use partner_sync::model::{ChangeEvent, SourceKind};
+use partner_sync::registry::wire;
 use partner_sync::runtime::stats::names;
 use partner_sync::runtime::Topics;
 use partner_sync::settings::Settings;
 use partner_sync::story;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use tokio::task::block_in_place;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,20 +335,10 @@ async fn slow_outputs_pause_intake_instead_of_buffering_and_nothing_is_lost() {
     assert_same_commands(&expected, &seen);
     assert_eq!(total, expected.len());
     let stats = connector.stop().await.unwrap();
-    assert!(
-        stats.value(names::INTAKE_PAUSES, &[]) > 0,
-        "intake paused: {}",
-        stats.summary()
-    );
     // With four in flight at most, one record may be held for a fence at a time: the others take
     // the hop behind it and new fences follow, again and again. The first record routed to each
     // partition is always held, and then applied here.
-    assert_eq!(
-        stats.value(names::APPLIED, &[]),
-        events.len() as u64,
-        "{}",
-        stats.summary()
-    );
+    assert_paused_and_applied_all(&stats, events.len());
     assert!(
         stats.value(names::APPLIED, &[("path", "local")]) > 0,
         "{}",
@@ -400,4 +394,84 @@ async fn a_backfill_loaded_topic_by_topic_is_routed_in_timestamp_order_and_nothi
         stats.summary()
     );
     drop(registry);
+}
+
+/// A backlog larger than the order window, fetched in one go ahead of the fences written at the
+/// assignment: the records routed meanwhile are held for the fences (or queued behind held ones),
+/// intake pauses, and the window is over its bound. The fences are behind every input record
+/// librdkafka has queued, so the loop goes on taking records while any is held; stopping there
+/// wedged the connector for good (a 182,000-event drain in the end-to-end benchmark, with 64 MiB
+/// fetches and a 16 MiB window, waited on its fences for 15 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_held_for_a_fence_behind_a_full_paused_window_are_still_released() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story::generate(41, 30, &EngineConfig::defaults(), START_MS).clean();
+    let expected = expected_commands(&events);
+    produce_batched(&broker.bootstrap(), &ids, &events).await;
+    let mut settings = settings(&broker.bootstrap(), &registry.url(), "held-behind-window");
+    // The window is over its bound at its first record; intake pauses past 40 in flight (10 of
+    // them held at most).
+    settings.delivery.order_window_kib = 1;
+    settings.delivery.max_in_flight = 40;
+    // One fetch returns every input partition whole, and librdkafka fetches nothing more (the
+    // fences included) until its queue is nearly empty: as in the benchmark's 182,000-event
+    // drain, where the first response held ~55 MB and the queue's bound is 16 MiB.
+    let extra = &mut settings.kafka.extra;
+    for key in ["max.partition.fetch.bytes", "fetch.max.bytes"] {
+        extra.insert(key.to_string(), (64 << 20).to_string());
+    }
+    extra.insert("queued.max.messages.kbytes".to_string(), "16".to_string());
+    let connector = InProcess::start(settings);
+    let (seen, _) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
+    });
+    let stats = connector.stop().await.expect("the connector stops cleanly");
+    assert_same_commands(&expected, &seen);
+    assert_paused_and_applied_all(&stats, events.len());
+    drop(registry);
+}
+
+/// Intake paused at least once, and every one of the `events` input records was applied once.
+fn assert_paused_and_applied_all(stats: &partner_sync::runtime::stats::Stats, events: usize) {
+    assert!(
+        stats.value(names::INTAKE_PAUSES, &[]) > 0,
+        "intake paused: {}",
+        stats.summary()
+    );
+    assert_eq!(
+        stats.value(names::APPLIED, &[]),
+        events as u64,
+        "{}",
+        stats.summary()
+    );
+}
+
+/// Produces `events` stamped, all queued at once so that they leave in large batches, as a bulk
+/// load does: one fetch then returns a partition whole. (The connector here never fetches from
+/// inside a batch: a new group starts at the earliest offset.)
+async fn produce_batched(
+    bootstrap: &str,
+    ids: &std::collections::BTreeMap<SourceKind, u32>,
+    events: &[ChangeEvent],
+) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    let (codec, topics) = (Codec::new(), Topics::new(&Settings::defaults().topics));
+    let mut queued = Vec::new();
+    for e in events {
+        let value = wire::frame(ids[&e.kind()], &codec.encode_event(e).unwrap());
+        let record = FutureRecord::to(topics.input_topic(e.kind()))
+            .key(e.entity_id())
+            .payload(&value)
+            .timestamp(e.header().modified_on);
+        queued.push(p.send_result(record).map_err(|(e, _)| e).expect("queued"));
+    }
+    for delivery in queued {
+        delivery.await.unwrap().expect("produce an input");
+    }
 }

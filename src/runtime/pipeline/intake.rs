@@ -9,7 +9,8 @@
 //!   `delivery.order_wait_ms`; then the window goes on without it.
 //!
 //! Nothing leaves while intake is paused (more than `delivery.max_in_flight` records in flight):
-//! the loop goes on taking records, applying the cases records among them, until the window is full.
+//! the loop goes on taking records, applying the cases records among them, until the window is full
+//! (and past it while no acknowledgement can finish anything: `Pipeline::only_reading_finishes`).
 //!
 //! In steady state every idle partition is caught up, so records pass at once. During a backfill
 //! the window fills while librdkafka hands over one partition after another, and leads, prospects
