@@ -6,8 +6,12 @@
 //! contacts, accounts moving through their lifecycle) plus, for every qualified case, repeated contact
 //! edits (the bulk of a real feed). `E2E_PROSPECTS` sizes it (default 1,000 requests ≈ 15,000 events).
 //!
-//! Each of `E2E_ROUNDS` rounds (default 3) drains the same backlog twice, on fresh topics and groups:
+//! Each of `E2E_ROUNDS` rounds (default 3) drains the same backlog three times, on fresh topics and
+//! groups:
 //! - raw copy: rdkafka BaseConsumer → BaseProducer in this process, bytes unchanged, the limit;
+//! - the connector's writes copied: the same, but to the command and state topics the connector
+//!   writes, as many records per input, committing as it does (`fan_out`): what the connector's
+//!   traffic alone allows;
 //! - partner-sync: the release binary as a child process (`partner-sync run`) with the full pipeline
 //!   (route, engine with state in Kafka, commands, at-least-once commits), until its /metrics say every
 //!   record was applied and acknowledged. Its CPU time and peak RSS come from /proc/<pid>.
