@@ -204,6 +204,13 @@ impl<T> LocalRoutes<T> {
         matches!(self.modes.get(&partition), Some(Mode::Local))
     }
 
+    /// Whether any owned partition still awaits a fence.
+    pub fn any_awaiting(&self) -> bool {
+        self.modes
+            .values()
+            .any(|m| matches!(m, Mode::Awaiting { .. }))
+    }
+
     /// Records held in all.
     pub fn held(&self) -> usize {
         self.held

@@ -316,6 +316,8 @@ pub async fn run_with(
                 log: log.clone(),
                 producer: OnceLock::new(),
                 stats: stats.clone(),
+                fence_first: (!transactional && settings.delivery.local_apply)
+                    .then(|| topics.cases.clone()),
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
     );

@@ -106,6 +106,10 @@ pub struct Pipeline {
     cases_partitions: i32,
     /// Who this instance is, in the fences it writes: `<pid>-<start time in ns>`.
     fence_tag: String,
+    /// Input partitions paused at their assignment until the owned cases partitions are local
+    /// (see [`kafka::ConsumerCtx::post_rebalance`]), and since when.
+    paused_inputs: Vec<(String, i32)>,
+    paused_since: Option<Instant>,
 }
 
 /// Where a record sits in the tracker of the partition it is processed in.
@@ -200,6 +204,8 @@ impl Pipeline {
             local: LocalRoutes::new(settings.delivery.max_in_flight / 4),
             cases_partitions,
             fence_tag: format!("{}-{}", std::process::id(), now_ns()),
+            paused_inputs: Vec::new(),
+            paused_since: None,
             settings,
         }
     }
@@ -298,7 +304,13 @@ impl Pipeline {
                 Event::Commit => {
                     self.commit(CommitMode::Async);
                     let result = self.resend_overdue_fences().await;
-                    self.settle(result)?
+                    self.settle(result)?;
+                    if self
+                        .paused_since
+                        .is_some_and(|t| t.elapsed() > self.fence_patience())
+                    {
+                        self.resume_inputs(true);
+                    }
                 }
                 Event::Expire => {
                     let result = self.expire().await;
@@ -415,6 +427,8 @@ impl Pipeline {
             let owned = assignment.count() > 0;
             let result = self.restore_owned(Some(&assignment), None).await;
             self.settle(result)?;
+            // Nothing to await (no cases partition, or none applied here): at once.
+            self.resume_inputs(false);
             return Ok(owned);
         }
         Ok(false)
@@ -422,12 +436,21 @@ impl Pipeline {
 
     /// Takes in what the rebalance callbacks logged; returns the new assignment when it changed.
     fn apply_rebalance_log(&mut self) -> Option<TopicPartitionList> {
-        let (changed, revoked) = {
+        let (changed, revoked, paused) = {
             let mut log = self.rebalance.lock().expect("rebalance log");
             let changed = !log.assigned.is_empty() || !log.revoked.is_empty();
             log.assigned.clear();
-            (changed, std::mem::take(&mut log.revoked))
+            (
+                changed,
+                std::mem::take(&mut log.revoked),
+                std::mem::take(&mut log.paused),
+            )
         };
+        self.paused_inputs.retain(|p| !revoked.contains(p));
+        if !paused.is_empty() {
+            self.paused_inputs.extend(paused);
+            self.paused_since = Some(Instant::now());
+        }
         let assignment = if changed {
             let assignment = self.consumer.assignment().ok();
             let owned = assignment.as_ref().map_or(0, |a| a.count());
@@ -472,6 +495,33 @@ impl Pipeline {
             self.stats.set_order_window(self.intake.window.len());
         }
         assignment
+    }
+
+    /// Resumes the input partitions paused at their assignment once no owned cases partition
+    /// awaits its fence, or when `force`d (a fence overdue: records are then held or take the hop,
+    /// as without the pause).
+    pub(super) fn resume_inputs(&mut self, force: bool) {
+        if self.paused_inputs.is_empty() || (!force && self.local.any_awaiting()) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &self.paused_inputs {
+            tpl.add_partition(topic, *partition);
+        }
+        let waited = self
+            .paused_since
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        match self.consumer.resume(&tpl) {
+            Ok(()) => tracing::info!(
+                partitions = tpl.count(),
+                waited_ms = waited,
+                forced = force,
+                "Input partitions resumed: the owned cases partitions have read their fences back."
+            ),
+            Err(e) => tracing::warn!(error = %e, "Could not resume the input partitions."),
+        }
+        self.paused_inputs.clear();
+        self.paused_since = None;
     }
 
     /// Forgets the state of one partition (or all): it is restored again from Kafka when next used.

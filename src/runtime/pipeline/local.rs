@@ -235,9 +235,7 @@ impl Pipeline {
     /// Sends again each fence that has not come back within `delivery.commit_interval_ms` × 10
     /// (at least 5 s; see [`crate::runtime::local::LocalRoutes::overdue`]).
     pub(super) async fn resend_overdue_fences(&mut self) -> Result<(), RuntimeError> {
-        let after =
-            Duration::from_millis(self.settings.delivery.commit_interval_ms.saturating_mul(10))
-                .max(Duration::from_secs(5));
+        let after = self.fence_patience();
         for (partition, fence) in self.local.overdue(Instant::now(), after) {
             tracing::info!(
                 partition,
@@ -246,6 +244,13 @@ impl Pipeline {
             self.send_fence(partition, fence).await?;
         }
         Ok(())
+    }
+
+    /// How long a fence may take to come back before it is sent again (and paused inputs are
+    /// resumed without it): `delivery.commit_interval_ms` × 10, at least 5 s.
+    pub(super) fn fence_patience(&self) -> Duration {
+        Duration::from_millis(self.settings.delivery.commit_interval_ms.saturating_mul(10))
+            .max(Duration::from_secs(5))
     }
 
     /// Writes fence `fence` to cases partition `partition`, through the producer every hop record
@@ -293,6 +298,7 @@ impl Pipeline {
             })
             .await?;
         }
+        self.resume_inputs(false);
         Ok(())
     }
 }
