@@ -522,6 +522,7 @@ impl Pipeline {
         }
         self.paused_inputs.clear();
         self.paused_since = None;
+        self.intake.inputs_started();
     }
 
     /// Forgets the state of one partition (or all): it is restored again from Kafka when next used.

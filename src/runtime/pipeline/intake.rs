@@ -88,6 +88,14 @@ impl Intake {
         self.excused.remove(&tp);
     }
 
+    /// The input partitions start handing over records only now (resumed after their fences):
+    /// the first `delivery.order_wait_ms` of waiting for each of them start again.
+    pub(super) fn inputs_started(&mut self) {
+        self.assigned_at = Instant::now();
+        self.waiting_since = None;
+        self.hold_until = None;
+    }
+
     /// Forgets every record in the window (an aborted transaction: they are read again).
     pub(super) fn clear(&mut self) {
         self.window.clear();
