@@ -5,7 +5,8 @@
 //! - the window holds `delivery.order_window_kib` or more, or
 //! - the consumer has nothing ready and no input partition is still owed: one whose last known end
 //!   offset lies past the records it handed over, or (in the first `delivery.order_wait_ms` after an
-//!   assignment) one that handed over nothing yet. A partition is waited for at most
+//!   assignment, or after the inputs resume from waiting for their fences) one that handed over
+//!   nothing yet. A partition is waited for at most
 //!   `delivery.order_wait_ms`; then the window goes on without it.
 //!
 //! Nothing leaves while intake is paused (more than `delivery.max_in_flight` records in flight):
