@@ -92,6 +92,9 @@ fn fetch_wait_ms() -> usize {
 /// contacts at its front left the window before the leads behind them came in (14,757 of the
 /// larger backlog's 60,264 events parked, against none at 64 MiB).
 const PARTITION_FETCH_BYTES: u32 = 64 * 1024 * 1024;
+/// The connector's `delivery.commit_interval_ms` here, and how often the copy of its writes
+/// commits.
+const COMMIT_INTERVAL_MS: u64 = 200;
 /// Where the load generator's warm-up record goes (see `warm_producer`).
 const WARM_UP_TOPIC: &str = "bench.warm-up";
 const EDITS_PER_CASE: usize = 12;
@@ -340,7 +343,8 @@ fn raw_copy(
 /// topic its kind mostly feeds (contacts and accounts to customers, prospects to leads, leads and
 /// opportunities to prospect status; the connector writes 0.96 commands per input), and two in
 /// five of them to the state topic as well (the connector writes 0.39–0.44 state entries per
-/// input after coalescing). Offsets are committed every 200 ms, as the bench's connector does.
+/// input after coalescing). Offsets are committed every `COMMIT_INTERVAL_MS`, as the bench's
+/// connector does.
 /// What this reaches against the plain copy bounds what any connector writing these records can.
 fn fan_out<'a>(inputs: &'a Topics, outputs: &'a Topics) -> Box<CopyWrite<'a>> {
     Box::new(move |producer, m, i| {
@@ -421,7 +425,7 @@ statistics_interval_ms = 1000
 urls = ["{registry}"]
 auto_register = true
 [delivery]
-commit_interval_ms = 200
+commit_interval_ms = {COMMIT_INTERVAL_MS}
 order_window_kib = {window_kib}
 [telemetry]
 listen = "127.0.0.1:{port}"
@@ -874,7 +878,7 @@ fn main() {
             &inputs,
             n,
             &format!("fan-{round}"),
-            Some(Duration::from_millis(200)),
+            Some(Duration::from_millis(COMMIT_INTERVAL_MS)),
             &mut *fan_out(&defaults, &fan_topics),
         );
         fan_cpu.push((cpu_seconds(&me) - cpu_before) / n as f64);

@@ -272,12 +272,13 @@ impl ConsumerContext for ConsumerCtx {
                     }
                 }
             }
+            let inputs_paused = paused.len();
             let mut log = self.log.lock().expect("rebalance log");
             log.assigned.extend(pairs(tpl));
-            log.paused.extend(paused.iter().cloned());
+            log.paused.extend(paused);
             tracing::info!(
                 partitions = tpl.count(),
-                inputs_paused_until_fenced = paused.len(),
+                inputs_paused_until_fenced = inputs_paused,
                 "Partitions assigned."
             );
         }

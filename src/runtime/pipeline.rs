@@ -512,10 +512,14 @@ impl Pipeline {
             .paused_since
             .map_or(0, |t| t.elapsed().as_millis() as u64);
         match self.consumer.resume(&tpl) {
+            Ok(()) if force => tracing::warn!(
+                partitions = tpl.count(),
+                waited_ms = waited,
+                "Input partitions resumed before every fence came back; records for the cases partitions still awaiting one are held or take the hop."
+            ),
             Ok(()) => tracing::info!(
                 partitions = tpl.count(),
                 waited_ms = waited,
-                forced = force,
                 "Input partitions resumed: the owned cases partitions have read their fences back."
             ),
             Err(e) => tracing::warn!(error = %e, "Could not resume the input partitions."),
