@@ -808,6 +808,8 @@ fn create_outputs(broker: &Broker, topics: &Topics, inputs: &[String]) {
 }
 
 fn main() {
+    // As the connector runs (see `partner_sync::alloc`).
+    partner_sync::alloc::no_transparent_huge_pages();
     let rounds = env_usize("E2E_ROUNDS", 3).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -68,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    partner_sync::alloc::no_transparent_huge_pages();
     fixed_mmap_threshold();
     let cli = Cli::parse();
     match cli.command {
