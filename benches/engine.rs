@@ -403,7 +403,9 @@ criterion_group!(benches, engine_alone, transform, contact_to_customer);
 /// same allocation-heavy loop measured up to 1.7x slower. `cargo bench --bench engine -- summary`
 /// (a filter that no criterion group matches) prints the summary alone.
 fn main() {
-    // As the connector runs (see `partner_sync::alloc`).
+    // Huge pages off, as the connector runs (see `partner_sync::alloc`); the heap the measured
+    // work allocates from is mimalloc's, which the glibc threshold the connector also fixes
+    // does not touch.
     partner_sync::alloc::no_transparent_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     // A profile mode and its pass count (the argument after it, else `default`).

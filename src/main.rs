@@ -69,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     partner_sync::alloc::no_transparent_huge_pages();
-    fixed_mmap_threshold();
+    partner_sync::alloc::fixed_mmap_threshold();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {
@@ -82,20 +82,6 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config.as_deref()),
         Command::TestScenarios { path, config } => test_scenarios(&path, config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
-    }
-}
-
-/// Buffers of 128 KiB and more that glibc allocates (librdkafka's fetch responses and batches; the
-/// Rust side allocates from mimalloc, see `partner_sync::alloc`) are mapped on their own and given back
-/// to the system when freed. By default glibc raises this threshold to
-/// the largest buffer freed so far (up to 32 MiB), after which such buffers come from the heap and
-/// stay resident: in `cargo bench --bench e2e`, RSS at a steady 1,000 records/s varied from 46 to
-/// 80 MiB across runs with the default, and was 37 MiB with the threshold fixed.
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called first thing, before any thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
