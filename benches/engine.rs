@@ -29,6 +29,47 @@ use partner_sync::story;
 
 const PROSPECTS: usize = 2_000;
 
+/// Stories whose state [`state_memory`] measures: as many cases as the end-to-end benchmark's
+/// largest documented backlog (`E2E_PROSPECTS=12000`), whose steady RSS holds their state.
+const STATE_CASES: usize = 12_000;
+
+struct StateMemory {
+    cases: usize,
+    bytes_per_case: f64,
+    links_per_case: f64,
+    json_per_case: f64,
+}
+
+/// What the engine's state of `stories` onboarding stories costs in memory: the heap's live bytes
+/// after applying every event to an empty state, each event's touched entries serialized as the
+/// pipeline writes them (a case keeps its prospect's JSON from its first write), less those
+/// before the events were generated (the events and the entries' bytes are freed by then). Its
+/// entries as the state topic holds them (JSON) are printed beside it, for scale.
+fn state_memory(engine: &Engine, stories: usize) -> StateMemory {
+    let before = partner_sync::alloc::live_heap_bytes();
+    let mut state = EngineState::default();
+    for e in story::generate(7, stories, engine.config(), 1_772_442_000_000).clean() {
+        let decision = engine.apply(&mut state, e, 0);
+        for key in &decision.touched {
+            black_box(state.entry_json(key));
+        }
+    }
+    let held = partner_sync::alloc::live_heap_bytes().saturating_sub(before);
+    let cases = state.cases.len().max(1);
+    let json: usize = state
+        .keys()
+        .iter()
+        .filter_map(|k| state.entry_json(k))
+        .map(|j| j.len())
+        .sum();
+    StateMemory {
+        cases,
+        bytes_per_case: held as f64 / cases as f64,
+        links_per_case: state.customers.len() as f64 / cases as f64,
+        json_per_case: json as f64 / cases as f64,
+    }
+}
+
 fn events(engine: &Engine) -> Vec<ChangeEvent> {
     story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000).clean()
 }
@@ -297,6 +338,11 @@ fn summary() {
     );
     println!(
         "    of which encode:         {encode:>8.0} ns/record  (the customer upsert into framed Avro)"
+    );
+    let memory = state_memory(&engine, STATE_CASES);
+    println!(
+        "  state in memory:           {:>8.0} bytes per case  ({} cases of {STATE_CASES} stories, {:.2} customer links each; as JSON entries {:.0} bytes per case)",
+        memory.bytes_per_case, memory.cases, memory.links_per_case, memory.json_per_case
     );
 }
 

@@ -93,6 +93,47 @@ pub fn fixed_mmap_threshold() {
     }
 }
 
+// Not in libmimalloc-sys's v3 bindings: the heap every thread's allocations come from.
+unsafe extern "C" {
+    fn mi_heap_main() -> *mut mi::mi_heap_t;
+}
+
+/// Bytes in the blocks allocated and not yet freed, all threads, as mimalloc's size classes round
+/// them: what a value held in memory costs, for the benchmarks (`cargo bench --bench engine --
+/// summary` reports the engine's state per case with it). Walks every page of the heap; not for a
+/// hot path.
+pub fn live_heap_bytes() -> usize {
+    unsafe extern "C" fn add_area(
+        _heap: *const mi::mi_heap_t,
+        area: *const mi::mi_heap_area_t,
+        block: *mut c_void,
+        _block_size: usize,
+        total: *mut c_void,
+    ) -> bool {
+        // Called once per area with no block (blocks are not visited: see the call below).
+        if block.is_null() {
+            // SAFETY: mimalloc passes a valid area; `total` is the `usize` given below.
+            unsafe {
+                let area = &*area;
+                *(total as *mut usize) += area.used * area.full_block_size;
+            }
+        }
+        true
+    }
+    let mut total = 0usize;
+    // SAFETY: the main heap lives as long as the process; the visitor only reads the area it is
+    // given and adds to `total`, which outlives the call.
+    unsafe {
+        mi::mi_heap_visit_blocks(
+            mi_heap_main(),
+            false,
+            Some(add_area),
+            &mut total as *mut usize as *mut c_void,
+        );
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +148,25 @@ mod tests {
                 .lines()
                 .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
             "THP_enabled is not 0 in /proc/self/status:\n{status}"
+        );
+    }
+
+    #[test]
+    fn the_live_heap_grows_by_what_is_held_and_shrinks_when_it_is_freed() {
+        let before = live_heap_bytes();
+        let held: Vec<Vec<u8>> = (0..8000).map(|_| vec![7u8; 1000]).collect();
+        let holding = live_heap_bytes();
+        // 8,000 blocks of 1,000 bytes (each rounded up to its size class) and the outer vector.
+        // The margins leave room for other tests allocating on their threads meanwhile.
+        assert!(
+            holding >= before + 8_000_000 && holding < before + 10_500_000,
+            "before {before}, holding {holding}"
+        );
+        drop(held);
+        let after = live_heap_bytes();
+        assert!(
+            after < holding - 7_000_000,
+            "holding {holding}, after {after}"
         );
     }
 
