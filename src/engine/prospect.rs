@@ -41,7 +41,7 @@ impl Engine {
                     p.version = c.header.version;
                     p.deleted = true;
                 }
-                None => case.prospect = Some(ProspectSeen::new(c.header.version, true, r.clone())),
+                None => case.prospect = Some(ProspectSeen::new(c.header.version, true, r)),
             }
             return Disposition::Skipped(SkipReason::Deleted);
         }
@@ -53,10 +53,11 @@ impl Engine {
             .map(str::to_string);
         let previous = case
             .prospect
-            .replace(ProspectSeen::new(c.header.version, false, r.clone()));
+            .replace(ProspectSeen::new(c.header.version, false, r))
+            .map(|p| p.record());
         let old_email = previous
             .as_ref()
-            .and_then(|p| p.record().primary_email_address.clone());
+            .and_then(|p| p.primary_email_address.clone());
         if let Some(status) = decided_here {
             if case.outcome.is_pending() {
                 case.outcome = Outcome::DecidedInCommerce { status };
@@ -72,7 +73,7 @@ impl Engine {
                 Disposition::Emitted
             }
             Some(prev) => {
-                let before = self.lead_upsert(&key, &company, prev.record(), cause, false);
+                let before = self.lead_upsert(&key, &company, prev, cause, false);
                 if before == lead {
                     Disposition::Skipped(SkipReason::NoMappedChange)
                 } else if !case.outcome.is_pending() {

@@ -11,7 +11,7 @@
 //! opportunity reopened raises an alert, because approval created customers that are never deleted.
 //! A loss while another opportunity of the lead is still open waits for that one.
 
-use super::state::{CaseState, Origin, Outcome, Seen};
+use super::state::{CaseState, Origin, Outcome, ProspectSeen, Seen};
 use super::{
     check_state, ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason,
     SkipReason,
@@ -258,7 +258,7 @@ impl Engine {
             return Disposition::Parked(ParkReason::ProspectNotSeen);
         };
         let company = case.company.clone();
-        let prospect_id = prospect.record().prospect_id.clone();
+        let prospect_id = prospect.prospect_id().to_string();
         if prospect.deleted {
             out.push(self.alert(AlertKind::ProspectDeleted,
                 key,
@@ -283,15 +283,12 @@ impl Engine {
             person.customer_account.clone(),
             organization.customer_account.clone(),
         );
-        let organization_name = prospect.record().prospect_name.clone().unwrap_or_default();
+        let record = prospect.record();
+        let organization_name = record.prospect_name.clone().unwrap_or_default();
 
         // The same requester already approved under another prospect: a second Person customer with the
         // same email would break sign-in for both, so hold this one for a person to decide.
-        let email = prospect
-            .record()
-            .primary_email_address
-            .as_deref()
-            .unwrap_or("");
+        let email = record.primary_email_address.as_deref().unwrap_or("");
         let approved_twin = state
             .requesters
             .get(&ids::requester_key(&company, email))
@@ -354,7 +351,7 @@ impl Engine {
         let record = case
             .prospect
             .as_ref()
-            .map(|p| p.record().clone())
+            .map(ProspectSeen::record)
             .unwrap_or_default();
         out.push(ProspectStatusUpdate {
             command_id: ids::command_id("prospect_status", key, &self.cfg.rejected_status),

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::model::{ChangeEvent, Prospect};
 
@@ -146,34 +147,50 @@ pub struct Seen {
     pub deleted: bool,
 }
 
-/// The prospect as last applied.
+/// The prospect as last applied, held as the JSON its case's state entry carries.
 ///
-/// Its record is written again with every state write of its case (each lead, opportunity and
-/// qualification event), and serializing it was most of the state's JSON: ~8,800 instructions each
-/// time, 63% of `entry_json` on the full story mix (`cargo bench --bench engine -- state-profile`
-/// under callgrind). So the record is read-only once seen, and its JSON is made once and kept
-/// beside it ([`RecordJson`]); the entry written is byte for byte the same.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// Why JSON, not the record: the record is read-only once seen and is read only by a case's own
+/// prospect events and its outcome (approval, rejection), while it is written with every state
+/// write of its case. Serializing it each time was 63% of `entry_json` on the full story mix
+/// (`cargo bench --bench engine -- state-profile` under callgrind), so its JSON was kept beside
+/// it; holding both cost ~1,300 bytes per case, plus the record's 472 bytes inline in the cases
+/// table. Now the JSON is made once, when the prospect is applied (or restored), and a reader gets
+/// the record parsed from it ([`ProspectSeen::record`]); its id, read on more paths, is kept apart.
+/// The entry written is byte for byte what serde_json makes of the record.
+#[derive(Debug, Clone)]
 pub struct ProspectSeen {
     pub version: i64,
     pub deleted: bool,
-    record: Prospect,
-    #[serde(skip)]
-    record_json: RecordJson,
+    prospect_id: String,
+    record: Box<RawValue>,
 }
 
 impl ProspectSeen {
-    pub fn new(version: i64, deleted: bool, record: Prospect) -> ProspectSeen {
+    pub fn new(version: i64, deleted: bool, record: &Prospect) -> ProspectSeen {
         ProspectSeen {
             version,
             deleted,
-            record,
-            record_json: RecordJson::default(),
+            prospect_id: record.prospect_id.clone(),
+            // A struct of strings, numbers and options always serializes.
+            record: serde_json::value::to_raw_value(record).expect("a prospect serializes to JSON"),
         }
     }
 
-    pub fn record(&self) -> &Prospect {
-        &self.record
+    /// The record, parsed from the JSON made of it (see the type's docs: not for a hot path).
+    pub fn record(&self) -> Prospect {
+        serde_json::from_str(self.record.get()).expect("JSON made of a prospect reads back")
+    }
+
+    pub fn prospect_id(&self) -> &str {
+        &self.prospect_id
+    }
+}
+
+impl PartialEq for ProspectSeen {
+    fn eq(&self, other: &ProspectSeen) -> bool {
+        self.version == other.version
+            && self.deleted == other.deleted
+            && self.record.get() == other.record.get()
     }
 }
 
@@ -183,37 +200,23 @@ impl Serialize for ProspectSeen {
         let mut out = s.serialize_struct("ProspectSeen", 3)?;
         out.serialize_field("version", &self.version)?;
         out.serialize_field("deleted", &self.deleted)?;
-        match self.record_json.get(&self.record) {
-            Some(json) => out.serialize_field("record", json)?,
-            None => out.serialize_field("record", &self.record)?,
-        }
+        out.serialize_field("record", &self.record)?;
         out.end()
     }
 }
 
-/// A record's JSON, made at its first state write. Derived data, not state: equal whatever it
-/// holds (a restored case has none yet), and only ever given to serde_json (a `RawValue` means
-/// nothing to other serializers; state entries are JSON only).
-#[derive(Default, Clone)]
-struct RecordJson(std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>);
-
-impl RecordJson {
-    fn get(&self, record: &Prospect) -> Option<&serde_json::value::RawValue> {
-        self.0
-            .get_or_init(|| serde_json::value::to_raw_value(record).ok())
-            .as_deref()
-    }
-}
-
-impl PartialEq for RecordJson {
-    fn eq(&self, _: &RecordJson) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for RecordJson {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RecordJson")
+impl<'de> Deserialize<'de> for ProspectSeen {
+    /// Read as the record it holds and written again, so a record an earlier build wrote (fields
+    /// since added, in another order) is held as this build writes it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProspectSeen, D::Error> {
+        #[derive(Deserialize)]
+        struct Stored {
+            version: i64,
+            deleted: bool,
+            record: Prospect,
+        }
+        let s = Stored::deserialize(d)?;
+        Ok(ProspectSeen::new(s.version, s.deleted, &s.record))
     }
 }
 
@@ -262,9 +265,7 @@ pub struct CaseState {
 
 impl CaseState {
     pub fn prospect_id(&self) -> Option<&str> {
-        self.prospect
-            .as_ref()
-            .map(|p| p.record().prospect_id.as_str())
+        self.prospect.as_ref().map(ProspectSeen::prospect_id)
     }
 
     /// True once the lead is closed in Sales (qualified or disqualified leads are read-only there).

@@ -619,17 +619,24 @@ fn fields_move_into_the_customer_only_after_the_rule_will_not_park_and_a_source_
     );
 }
 
-#[test]
-fn a_case_entry_writes_its_latest_prospect_as_plain_json_and_restores_to_the_same_bytes() {
+/// A state that applied one prospect: its engine, the state, the case key, the case's entry key
+/// and the entry's first JSON.
+fn one_prospect(id: &str, email: &str) -> (Engine, EngineState, String, StateKey, Vec<u8>) {
     let e = engine();
     let mut s = EngineState::default();
-    let first = prospect("P9", "marta@fabrikam.example");
-    let id = e.case_key(&first).into_owned();
-    let case = StateKey::Case(id.clone());
+    let first = prospect(id, email);
+    let key = e.case_key(&first).into_owned();
+    let case = StateKey::Case(key.clone());
     e.apply(&mut s, first, 1_000);
     let written = s.entry_json(&case).unwrap();
-    // The prospect's JSON is kept after the first write; a second write is the same bytes, and
-    // both are what plain serde_json makes of the record.
+    (e, s, key, case, written)
+}
+
+#[test]
+fn a_case_entry_writes_its_latest_prospect_as_plain_json_and_restores_to_the_same_bytes() {
+    let (e, mut s, id, case, written) = one_prospect("P9", "marta@fabrikam.example");
+    // The prospect's JSON is made once; a second write is the same bytes, and both are what plain
+    // serde_json makes of the record.
     assert_eq!(s.entry_json(&case).unwrap(), written);
     let value: serde_json::Value = serde_json::from_slice(&written).unwrap();
     let plain = serde_json::to_value(s.cases[&id].prospect.as_ref().unwrap().record()).unwrap();
@@ -656,4 +663,31 @@ fn a_case_entry_writes_its_latest_prospect_as_plain_json_and_restores_to_the_sam
     restored.restore_entry(&case, Some(&edited)).unwrap();
     assert_eq!(restored.entry_json(&case).unwrap(), edited);
     assert_eq!(restored.cases, s.cases);
+}
+
+#[test]
+fn a_case_whose_prospect_an_earlier_build_wrote_otherwise_restores_and_is_written_as_this_build_writes_it(
+) {
+    let (_, s, id, case, written) = one_prospect("P10", "ines@fabrikam.example");
+    // The same case as another writer might have stored it: the record's fields in reverse order,
+    // its null fields left out.
+    let mut value: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    let record = value["prospect"]["record"].as_object().unwrap().clone();
+    let reordered: serde_json::Map<String, serde_json::Value> = record
+        .into_iter()
+        .rev()
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    value["prospect"]["record"] = serde_json::Value::Object(reordered);
+    let other = serde_json::to_vec(&value).unwrap();
+    assert_ne!(other, written, "the rewritten record differs as bytes");
+
+    let mut restored = EngineState::default();
+    restored.restore_entry(&case, Some(&other)).unwrap();
+    assert_eq!(restored.entry_json(&case).unwrap(), written);
+    assert_eq!(restored.cases[&id].prospect, s.cases[&id].prospect);
+    assert_eq!(
+        restored.cases[&id].prospect.as_ref().unwrap().prospect_id(),
+        "P10"
+    );
 }
