@@ -21,6 +21,7 @@ pub mod ids;
 mod outcome;
 mod prospect;
 mod sales;
+mod sorted;
 pub mod state;
 #[cfg(test)]
 mod tests;

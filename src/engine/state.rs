@@ -22,6 +22,7 @@ use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use super::sorted::{CaseKeys, SortedMap};
 use crate::model::{ChangeEvent, Prospect};
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
@@ -41,59 +42,6 @@ pub struct EngineState {
     /// parked events are written as entries the next time the case is written (until then the old
     /// record still holds them). Empty once every such case was written again.
     pub unwritten_parked: BTreeSet<String>,
-}
-
-/// The case keys that use one requester email: a set, nearly always of one. Kept as a sorted
-/// vector: a `BTreeSet` allocates a node of eleven slots even for one key, and the requester index
-/// cost 508 bytes per case in the state's memory (`cargo bench --bench engine -- summary`).
-/// Serialized as the `BTreeSet` was, a JSON array in ascending order; read back sorted whatever
-/// order a record holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct CaseKeys(Vec<String>);
-
-impl CaseKeys {
-    /// Adds `key`; false if it was there.
-    pub fn insert(&mut self, key: String) -> bool {
-        match self.0.binary_search(&key) {
-            Ok(_) => false,
-            Err(at) => {
-                // One more slot, not the four a first push reserves.
-                self.0.reserve_exact(1);
-                self.0.insert(at, key);
-                true
-            }
-        }
-    }
-
-    /// Removes `key`; false if it was not there.
-    pub fn remove(&mut self, key: &str) -> bool {
-        match self.0.binary_search_by(|k| k.as_str().cmp(key)) {
-            Ok(at) => {
-                self.0.remove(at);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, String> {
-        self.0.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'de> Deserialize<'de> for CaseKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CaseKeys, D::Error> {
-        let mut keys = Vec::<String>::deserialize(d)?;
-        keys.sort_unstable();
-        keys.dedup();
-        keys.shrink_to_fit();
-        Ok(CaseKeys(keys))
-    }
 }
 
 /// What we know about whether a lead is one of ours.
@@ -253,7 +201,7 @@ pub struct CaseState {
     pub company: String,
     pub prospect: Option<ProspectSeen>,
     pub lead: Option<Seen>,
-    pub opportunities: BTreeMap<String, Seen>,
+    pub opportunities: SortedMap<Seen>,
     /// The Sales contact and account qualified from this lead (the first of each).
     pub contact: Option<String>,
     pub account: Option<String>,
@@ -446,32 +394,5 @@ impl EngineState {
             (StateKey::Requester(k), None) => drop(self.requesters.remove(k)),
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn case_keys_serialize_as_the_btreeset_they_replace_and_read_back_sorted() {
-        let mut keys = CaseKeys::default();
-        let mut set = BTreeSet::new();
-        for k in ["lead-b", "lead-a", "lead-c", "lead-a"] {
-            assert_eq!(keys.insert(k.to_string()), set.insert(k.to_string()), "{k}");
-        }
-        assert_eq!(
-            serde_json::to_string(&keys).unwrap(),
-            serde_json::to_string(&set).unwrap()
-        );
-        assert!(keys.remove("lead-b") && !keys.remove("lead-b"));
-        assert_eq!(
-            serde_json::to_string(&keys).unwrap(),
-            r#"["lead-a","lead-c"]"#
-        );
-        // A record in any order, even with a repeat, reads back as the set it means.
-        let read: CaseKeys = serde_json::from_str(r#"["lead-c","lead-a","lead-c"]"#).unwrap();
-        assert_eq!(read, keys);
-        assert!(keys.remove("lead-a") && keys.remove("lead-c") && keys.is_empty());
     }
 }
