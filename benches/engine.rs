@@ -42,9 +42,9 @@ struct StateMemory {
 
 /// What the engine's state of `stories` onboarding stories costs in memory: the heap's live bytes
 /// after applying every event to an empty state, each event's touched entries serialized as the
-/// pipeline writes them (a case keeps its prospect's JSON from its first write), less those
-/// before the events were generated (the events and the entries' bytes are freed by then). Its
-/// entries as the state topic holds them (JSON) are printed beside it, for scale.
+/// pipeline writes them, less those before the events were generated (the events and the
+/// entries' bytes are freed by then). Its entries as the state topic holds them (JSON) are
+/// printed beside it, for scale.
 fn state_memory(engine: &Engine, stories: usize) -> StateMemory {
     let before = partner_sync::alloc::live_heap_bytes();
     let mut state = EngineState::default();

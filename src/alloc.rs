@@ -98,10 +98,10 @@ unsafe extern "C" {
     fn mi_heap_main() -> *mut mi::mi_heap_t;
 }
 
-/// Bytes in the blocks allocated and not yet freed, all threads, as mimalloc's size classes round
-/// them: what a value held in memory costs, for the benchmarks (`cargo bench --bench engine --
-/// summary` reports the engine's state per case with it). Walks every page of the heap; not for a
-/// hot path.
+/// Bytes in the blocks allocated and not yet freed in mimalloc's main heap, as its size classes
+/// round them: what a value held in memory costs, for the benchmarks (`cargo bench --bench engine
+/// -- summary` reports the engine's state per case with it, on one thread, whose allocations come
+/// from that heap). Walks every page of the heap; not for a hot path.
 pub fn live_heap_bytes() -> usize {
     unsafe extern "C" fn add_area(
         _heap: *const mi::mi_heap_t,
