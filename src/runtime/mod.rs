@@ -43,6 +43,20 @@ pub use stats::Stats;
 /// in any way that matters to a map of a few dozen entries.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Queues that empty after a burst (the order window's per-partition queues, a partition's
+/// tracker) keep a buffer this many entries long at most: a `VecDeque` never shrinks by itself,
+/// and one that held a backfill kept its peak buffer for good (draining the end-to-end benchmark's
+/// larger backlog, the same instance stayed ~19 MiB above a fresh one, see `docs/ARCHITECTURE.md`).
+/// In steady state a queue holds a few records at a time and is not reallocated.
+const KEEP_QUEUE_CAPACITY: usize = 1024;
+
+/// Gives an empty queue's buffer back when it is larger than [`KEEP_QUEUE_CAPACITY`].
+fn release_drained<T>(queue: &mut std::collections::VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > KEEP_QUEUE_CAPACITY {
+        *queue = std::collections::VecDeque::new();
+    }
+}
+
 /// Wall-clock time in milliseconds since the epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -79,8 +79,9 @@ impl<T> OrderWindow<T> {
         let Reverse((_, _, tp)) = self.heads.pop()?;
         let queue = self.queues.get_mut(&tp).expect("a head has its queue");
         let held = queue.pop_front().expect("a head's queue is not empty");
-        if let Some(next) = queue.front() {
-            self.heads.push(Reverse((next.timestamp, next.arrival, tp)));
+        match queue.front() {
+            Some(next) => self.heads.push(Reverse((next.timestamp, next.arrival, tp))),
+            None => super::release_drained(queue),
         }
         self.bytes -= held.size;
         self.len -= 1;
@@ -136,6 +137,31 @@ mod tests {
 
     fn drain(w: &mut OrderWindow<&'static str>) -> Vec<&'static str> {
         std::iter::from_fn(|| w.pop().map(|(_, item)| item)).collect()
+    }
+
+    #[test]
+    fn a_partition_queue_that_held_a_backfill_gives_its_buffer_back_once_drained() {
+        let mut w = OrderWindow::new(usize::MAX);
+        for i in 0..5_000 {
+            w.push(0, i, 10, "record");
+            w.push(1, i, 10, "record");
+        }
+        assert!(w.queues[&0].capacity() >= 5_000);
+        // Partition 1 keeps a record; partition 0 drains.
+        while w.len() > 1 {
+            w.pop();
+        }
+        assert_eq!(w.queues[&0].capacity(), 0, "the drained queue's buffer");
+        assert!(
+            w.queues[&1].capacity() >= 5_000,
+            "a queue still holding records keeps its buffer"
+        );
+        // A queue that only ever held a few records keeps its small buffer: no churn in steady state.
+        w.push(2, 0, 10, "record");
+        let small = w.queues[&2].capacity();
+        w.pop();
+        w.pop();
+        assert_eq!(w.queues[&2].capacity(), small);
     }
 
     #[test]

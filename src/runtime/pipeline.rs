@@ -51,6 +51,10 @@ use crate::model::SourceKind;
 use crate::registry::RegistryClient;
 use crate::settings::Settings;
 
+/// Records taken after which an idle pipeline gives freed memory back (see
+/// [`Pipeline::give_back_after_burst`]): a burst, not a trickle.
+const GIVE_BACK_AFTER: u64 = 10_000;
+
 /// Nanoseconds since the epoch (0 if the clock is before it).
 fn now_ns() -> u128 {
     std::time::SystemTime::now()
@@ -110,6 +114,8 @@ pub struct Pipeline {
     /// (see [`kafka::ConsumerCtx::post_rebalance`]), and since when.
     paused_inputs: Vec<(String, i32)>,
     paused_since: Option<Instant>,
+    /// Records taken since freed memory was last given back (see [`Pipeline::give_back_after_burst`]).
+    taken_since_give_back: u64,
 }
 
 /// Where a record sits in the tracker of the partition it is processed in.
@@ -206,6 +212,7 @@ impl Pipeline {
             fence_tag: format!("{}-{}", std::process::id(), now_ns()),
             paused_inputs: Vec::new(),
             paused_since: None,
+            taken_since_give_back: 0,
             settings,
         }
     }
@@ -263,6 +270,9 @@ impl Pipeline {
                 }
             };
             self.stats.beat();
+            if matches!(event, Event::Message(_)) {
+                self.taken_since_give_back += 1;
+            }
             let _ = self.take_rebalances().await?;
             match event {
                 Event::Shutdown => break,
@@ -303,6 +313,7 @@ impl Pipeline {
                 Event::Commit if self.txn.is_some() => self.commit_txn()?,
                 Event::Commit => {
                     self.commit(CommitMode::Async);
+                    self.give_back_after_burst();
                     let result = self.resend_overdue_fences().await;
                     self.settle(result)?;
                     if self
@@ -344,6 +355,23 @@ impl Pipeline {
     /// librdkafka had queued ahead (at most its queue's bound and one fetch response).
     fn only_reading_finishes(&self) -> bool {
         self.in_flight > 0 && self.producer.in_flight_count() == 0
+    }
+
+    /// Once a burst is through (nothing in flight, nothing in the order window, at least
+    /// [`GIVE_BACK_AFTER`] records taken since last time), gives the memory it freed back to the
+    /// system. mimalloc returns freed pages only as its thread allocates again, after its 1 s
+    /// purge delay, and a connector idle after a backfill allocates little: draining the
+    /// end-to-end benchmark's larger backlog, the same instance stayed at 68 MiB 2 s later, where a
+    /// fresh one with the same state runs at 32. At most once per commit interval, and only when
+    /// idle, so a steady stream never pays for it.
+    fn give_back_after_burst(&mut self) {
+        if self.taken_since_give_back >= GIVE_BACK_AFTER
+            && self.in_flight == 0
+            && self.intake.window.is_empty()
+        {
+            crate::alloc::give_back_freed_memory();
+            self.taken_since_give_back = 0;
+        }
     }
 
     /// Stop intake, finish what is in flight, flush, commit — within the shutdown budget.

@@ -66,7 +66,7 @@ pub async fn restore_all(
             partition,
             tokio::task::spawn_blocking(move || {
                 let read = read_partition(&kafka, &topic, partition, fence, BUDGET);
-                collect_this_threads_garbage();
+                crate::alloc::collect_this_threads_garbage();
                 read
             }),
         ));
@@ -92,31 +92,8 @@ pub async fn restore_all(
         );
         restored.push((partition, state));
     }
-    give_back_freed_memory();
+    crate::alloc::give_back_freed_memory();
     Ok(restored)
-}
-
-/// A reader's decoding garbage was freed in this (blocking-pool) thread's mimalloc heap, which
-/// returns free pages to the system only when its thread allocates again; an idle thread never
-/// does. Measured with `cargo bench --bench e2e` (larger backlog): RSS at a steady 1,000 records/s
-/// after a restore was 69–73 MiB without this.
-fn collect_this_threads_garbage() {
-    // SAFETY: mi_collect only frees memory mimalloc holds for this thread; it takes no pointers.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// The readers' fetch buffers and decoding garbage were freed in the allocator arenas of the
-/// threads that read; glibc (which librdkafka allocates with) keeps such memory resident until
-/// told. Measured with `cargo bench --bench e2e`: RSS at a steady 1,000 records/s after restoring
-/// three partitions together was 68–73 MiB without this, against 43 MiB when they were restored
-/// one by one. This thread's mimalloc heap is collected too (it received the restored states).
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    collect_this_threads_garbage();
 }
 
 /// Closes a state reader on a thread of its own. Destroying a librdkafka consumer waits for its

@@ -304,6 +304,7 @@ impl<T: Keyed, S> PartitionTracker<T, S> {
             }
             self.sent -= i + 1;
         }
+        super::release_drained(&mut self.entries);
         done_through
     }
 
@@ -564,6 +565,25 @@ mod tests {
         }
         assert_eq!(t.advance().done_through, Some(999));
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_tracker_that_held_a_burst_gives_its_buffer_back_once_every_record_is_done() {
+        let mut t = PartitionTracker::default();
+        for offset in 0..5_000 {
+            take(&mut t, offset, 1, vec![offset]);
+        }
+        assert!(t.entries.capacity() >= 5_000);
+        for offset in 0..5_000 {
+            t.ack(offset, 1);
+        }
+        t.advance();
+        for offset in 0..5_000 {
+            t.ack(offset, 2);
+        }
+        assert_eq!(t.advance().done_through, Some(4_999));
+        assert!(t.is_empty());
+        assert_eq!(t.entries.capacity(), 0, "the drained tracker's buffer");
     }
 
     #[test]
