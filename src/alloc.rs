@@ -95,19 +95,22 @@ pub fn fixed_mmap_threshold() {
 
 /// Memory freed in this thread's mimalloc heap goes back to the system only when its thread
 /// allocates again (and its purge delay, 1 s, has passed); an idle thread never does. A state
-/// reader's decoding garbage was freed in its (blocking-pool) thread's heap. Measured with `cargo bench --bench e2e` (larger backlog): RSS at a steady 1,000 records/s
-/// after a restore was 69–73 MiB without this.
+/// reader's decoding garbage was freed in its (blocking-pool) thread's heap. Measured with `cargo
+/// bench --bench e2e` (larger backlog): RSS at a steady 1,000 records/s after a restore was 69–73
+/// MiB without this.
 pub fn collect_this_threads_garbage() {
     // SAFETY: mi_collect only frees memory mimalloc holds for this thread; it takes no pointers.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
-/// Gives freed memory back to the system now, glibc's and this thread's mimalloc heap's. After a
-/// restore: the readers' fetch buffers and decoding garbage were freed in the allocator arenas of
-/// the threads that read; glibc (which librdkafka allocates with) keeps such memory resident until
-/// told. After a backfill: see `Pipeline::give_back_after_burst`. Measured with `cargo bench --bench e2e`: RSS at a steady 1,000 records/s after restoring
-/// three partitions together was 68–73 MiB without this, against 43 MiB when they were restored
-/// one by one. This thread's mimalloc heap is collected too (it received the restored states).
+/// Gives freed memory back to the system now, glibc's and this thread's mimalloc heap's.
+/// - After a restore: the readers' fetch buffers and decoding garbage were freed in the allocator
+///   arenas of the threads that read; glibc (which librdkafka allocates with) keeps such memory
+///   resident until told. Measured with `cargo bench --bench e2e`: RSS at a steady 1,000
+///   records/s after restoring three partitions together was 68–73 MiB without this, against 43
+///   MiB when they were restored one by one. This thread's mimalloc heap is collected too (it
+///   received the restored states).
+/// - After a backfill: see `Pipeline::give_back_after_burst`.
 pub fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
