@@ -81,9 +81,10 @@ pub fn no_transparent_huge_pages() {
 
 /// Buffers of 128 KiB and more that glibc allocates (librdkafka's fetch responses and batches; the
 /// Rust side allocates from mimalloc, above) are mapped on their own and given back to the system
-/// when freed. By default glibc raises this threshold to the largest buffer freed so far (up to 32 MiB), after which such buffers come from the heap and
-/// stay resident: in `cargo bench --bench e2e`, RSS at a steady 1,000 records/s varied from 46 to
-/// 80 MiB across runs with the default, and was 37 MiB with the threshold fixed.
+/// when freed. By default glibc raises this threshold to the largest buffer freed so far (up to 32
+/// MiB), after which such buffers come from the heap and stay resident: in `cargo bench --bench
+/// e2e`, RSS at a steady 1,000 records/s varied from 46 to 80 MiB across runs with the default,
+/// and was 37 MiB with the threshold fixed.
 pub fn fixed_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; the command line calls it
@@ -100,7 +101,7 @@ pub fn fixed_mmap_threshold() {
 /// MiB without this.
 pub fn collect_this_threads_garbage() {
     // SAFETY: mi_collect only frees memory mimalloc holds for this thread; it takes no pointers.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+    unsafe { mi::mi_collect(true) }
 }
 
 /// Gives freed memory back to the system now, glibc's and this thread's mimalloc heap's.
@@ -120,7 +121,7 @@ pub fn give_back_freed_memory() {
     collect_this_threads_garbage();
 }
 
-// Not in libmimalloc-sys's v3 bindings: the heap every thread's allocations come from.
+// Not in libmimalloc-sys's v3 bindings: mimalloc's main heap (see `live_heap_bytes`).
 unsafe extern "C" {
     fn mi_heap_main() -> *mut mi::mi_heap_t;
 }

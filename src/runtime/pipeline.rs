@@ -310,7 +310,10 @@ impl Pipeline {
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
                 }
-                Event::Commit if self.txn.is_some() => self.commit_txn()?,
+                Event::Commit if self.txn.is_some() => {
+                    self.commit_txn()?;
+                    self.give_back_after_burst();
+                }
                 Event::Commit => {
                     self.commit(CommitMode::Async);
                     self.give_back_after_burst();
