@@ -36,7 +36,8 @@
 //! memory.
 //!
 //! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
-//! `PARTITION_FETCH_BYTES`; 0 turns it off).
+//! `PARTITION_FETCH_BYTES`; 0 turns it off). `E2E_LINGER_MS` sets linger.ms for the drains'
+//! producers, the copies' and the connector's alike (default 5, the connector's default).
 //!
 //! `E2E_TRACE=1` prints the connector's progress at every poll of each drain (see `trace_drain`).
 //! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain.
@@ -77,6 +78,12 @@ use rdkafka::{ClientConfig, Message};
 fn connector_bin() -> String {
     std::env::var("E2E_CONNECTOR_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_partner-sync").to_string())
+}
+
+/// linger.ms of the drains' producers, the copies' and the connector's alike (`E2E_LINGER_MS`,
+/// default 5, the connector's own default).
+fn linger_ms() -> u32 {
+    env_usize("E2E_LINGER_MS", 5) as u32
 }
 
 /// fetch.wait.max.ms of every reader (`E2E_FETCH_WAIT_MS`, default 10).
@@ -315,7 +322,7 @@ fn raw_copy(
         .set("fetch.max.bytes", PARTITION_FETCH_BYTES.to_string())
         .create()
         .unwrap();
-    let producer = warm_producer(bootstrap, 5);
+    let producer = warm_producer(bootstrap, linger_ms());
     let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&names).unwrap();
     let started = Instant::now();
@@ -409,6 +416,7 @@ fn connector_toml(
         put(key, format!("{name}{suffix}"));
     }
     let fetch_wait = fetch_wait_ms();
+    let linger = linger_ms();
     // `E2E_ORDER_WINDOW_KIB=0` turns the window off, for an A/B of it on the same build.
     let window_kib = env_usize(
         "E2E_ORDER_WINDOW_KIB",
@@ -423,6 +431,7 @@ auto_offset_reset = "earliest"
 client_id = "bench{suffix}"
 session_timeout_ms = 6000
 fetch_wait_max_ms = {fetch_wait}
+linger_ms = {linger}
 statistics_interval_ms = 1000
 [registry]
 urls = ["{registry}"]
@@ -491,8 +500,8 @@ fn applied_in(body: &str, cases: &str) -> f64 {
 
 /// `E2E_TRACE=1`: one line per poll of the drain, from one scrape: what the connector took in
 /// and applied, what is in flight and in the order window, whether intake is paused, how many
-/// Schema Registry requests and state restores it made. How the drain's time was found to go to
-/// a restore and to registry round trips in the middle of it.
+/// Schema Registry requests and state restores it made, and its RSS. How the drain's time was found
+/// to go to a restore and to registry round trips in the middle of it.
 fn trace_drain(port: u16, cases: &str, since: Instant) {
     if std::env::var_os("E2E_TRACE").is_none() {
         return;
@@ -500,7 +509,7 @@ fn trace_drain(port: u16, cases: &str, since: Instant) {
     let body = metrics_text(port).unwrap_or_default();
     let m = |metric: &str, filter: &str| sum_of(&body, metric, filter).unwrap_or(0.0);
     eprintln!(
-        "trace {:6.2} s: consumed {} applied {} in flight {} window {} paused {} registry requests {} restores {}",
+        "trace {:6.2} s: consumed {} applied {} in flight {} window {} paused {} registry requests {} restores {} RSS {:.0} MiB",
         since.elapsed().as_secs_f64(),
         m("partnersync_records_consumed_total", ""),
         applied_in(&body, cases),
@@ -509,6 +518,7 @@ fn trace_drain(port: u16, cases: &str, since: Instant) {
         m("partnersync_intake_paused", ""),
         m("partnersync_registry_requests_total", ""),
         m("partnersync_state_restores_total", ""),
+        m("process_resident_memory_bytes", "") / (1024.0 * 1024.0),
     );
 }
 
