@@ -67,14 +67,17 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error>
     d.deserialize_any(BytesVisitor)
 }
 
-/// For `Option<Vec<u8>>`.
+/// For `Option<Vec<u8>>` (and, to write, any optional bytes).
 pub mod option {
     use super::*;
     use serde::Deserialize;
 
-    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, B: AsRef<[u8]>>(
+        bytes: &Option<B>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(b) => s.serialize_some(&encode(b)),
+            Some(b) => s.serialize_some(&encode(b.as_ref())),
             None => s.serialize_none(),
         }
     }

@@ -22,6 +22,7 @@ mod outcome;
 mod prospect;
 mod sales;
 mod sorted;
+mod source;
 pub mod state;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use super::sorted::{CaseKeys, SortedMap};
+pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
@@ -245,21 +246,6 @@ pub struct CustomerLink {
     /// Digest of the last customer fields sent, so an edit that changes no mapped field sends nothing.
     pub last_sent_digest: u64,
     pub email: Option<String>,
-}
-
-/// Where an event came from, as the runtime read it. Opaque to the engine, kept with parked events so
-/// an expired one reaches the dead letters with its original key, value and headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    #[serde(with = "super::hex_bytes::option")]
-    pub key: Option<Vec<u8>>,
-    #[serde(with = "super::hex_bytes")]
-    pub value: Vec<u8>,
-    #[serde(with = "super::hex_bytes::headers")]
-    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// One entry of the state, as the runtime stores it (one compacted record each).

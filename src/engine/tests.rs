@@ -404,14 +404,14 @@ fn case_keys_are_computable_from_every_event_alone() {
 fn a_parked_event_found_invalid_on_release_is_rejected_with_its_original_record() {
     let e = engine();
     let mut s = EngineState::default();
-    let source = SourceRecord {
-        topic: "sales.lead.changes".into(),
-        partition: 2,
-        offset: 41,
-        key: Some(b"lead-key".to_vec()),
-        value: vec![0, 0, 0, 0, 7, 1, 2, 3],
-        headers: vec![],
-    };
+    let source = SourceRecord::new(
+        "sales.lead.changes",
+        2,
+        41,
+        Some(b"lead-key"),
+        &[0, 0, 0, 0, 7, 1, 2, 3],
+        vec![],
+    );
     // A lead with a status that does not exist, arriving before its prospect: it parks first.
     let parked = e.apply_from(&mut s, lead("P7", 7, 1, 2), Some(&source), 1_000);
     assert_eq!(

@@ -141,7 +141,7 @@ impl DeadLetter {
     pub fn headers(&self, connector: &str) -> Vec<(String, Vec<u8>)> {
         let mut h = self.source.headers.clone();
         let mut put = |k: &str, v: String| h.push((k.to_string(), v.into_bytes()));
-        put("__connect.errors.topic", self.source.topic.clone());
+        put("__connect.errors.topic", self.source.topic.to_string());
         put(
             "__connect.errors.partition",
             self.source.partition.to_string(),
@@ -171,14 +171,14 @@ mod tests {
     use super::*;
 
     fn source() -> SourceRecord {
-        SourceRecord {
-            topic: "sales.lead.changes".into(),
-            partition: 2,
-            offset: 41,
-            key: Some(b"lead-1".to_vec()),
-            value: b"\x07garbage".to_vec(),
-            headers: vec![("traceparent".into(), b"00-abc-def-01".to_vec())],
-        }
+        SourceRecord::new(
+            "sales.lead.changes",
+            2,
+            41,
+            Some(b"lead-1"),
+            b"\x07garbage",
+            vec![("traceparent".into(), b"00-abc-def-01".to_vec())],
+        )
     }
 
     #[test]

@@ -320,13 +320,13 @@ pub enum Incoming {
     },
 }
 
-/// Converts a message read from `cases_topic` or an input topic. A cases record becomes its
+/// Converts a message read from the cases topic or an input topic. A cases record becomes its
 /// original straight from librdkafka's headers: copying our origin headers into owned strings
 /// first, to parse and drop them afterwards, cost ~8 allocations a record.
-pub fn incoming(m: &BorrowedMessage<'_>, cases_topic: &str) -> Incoming {
-    if m.topic() != cases_topic {
+pub fn incoming(m: &BorrowedMessage<'_>, topics: &super::Topics) -> Incoming {
+    if m.topic() != topics.cases {
         return Incoming::Input {
-            record: to_source(m),
+            record: to_source(m, topics),
             timestamp: timestamp_of(m),
         };
     }
@@ -353,33 +353,26 @@ pub fn incoming(m: &BorrowedMessage<'_>, cases_topic: &str) -> Incoming {
         partition: m.partition(),
         offset: m.offset(),
         original: original_from(
-            cases_topic,
+            topics,
             m.partition(),
             m.offset(),
-            m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            m.payload().unwrap_or_default(),
             pairs,
         ),
     }
 }
 
-/// The input record a cases record at `topic`/`partition`/`offset` was routed from: its origin
-/// headers say where it came from and its key; its other headers and `value` are the input's own.
-/// When an origin header is missing, the cases record's own coordinates stay.
+/// The input record a cases record at `partition`/`offset` was routed from: its origin headers
+/// say where it came from and its key; its other headers and `value` are the input's own. When
+/// an origin header is missing, the cases record's own coordinates stay.
 pub fn original_from<'h>(
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    value: Vec<u8>,
+    topics: &super::Topics,
+    mut partition: i32,
+    mut offset: i64,
+    value: &[u8],
     headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
 ) -> SourceRecord {
-    let mut original = SourceRecord {
-        topic: String::new(),
-        partition,
-        offset,
-        key: None,
-        value,
-        headers: Vec::new(),
-    };
+    let (mut key, mut own_headers) = (None, Vec::new());
     let mut origin_topic = None;
     for (name, value) in headers {
         let text = || value.and_then(|v| std::str::from_utf8(v).ok());
@@ -388,21 +381,21 @@ pub fn original_from<'h>(
             H_TOPIC => origin_topic = text().or(origin_topic),
             H_PARTITION => {
                 if let Some(p) = text().and_then(|t| t.parse().ok()) {
-                    original.partition = p;
+                    partition = p;
                 }
             }
             H_OFFSET => {
                 if let Some(o) = text().and_then(|t| t.parse().ok()) {
-                    original.offset = o;
+                    offset = o;
                 }
             }
-            H_KEY => original.key = Some(value.unwrap_or_default().to_vec()),
+            H_KEY => key = Some(value.unwrap_or_default()),
             n if n.starts_with("partnersync.source.") => {}
-            _ => original.headers.push(owned_header(name, value)),
+            _ => own_headers.push(owned_header(name, value)),
         }
     }
-    original.topic = origin_topic.unwrap_or(topic).to_string();
-    original
+    let topic = topics.shared(origin_topic.unwrap_or(&topics.cases));
+    SourceRecord::new(topic, partition, offset, key, value, own_headers)
 }
 
 /// A header as a [`SourceRecord`] holds it (a header without a value becomes an empty one).
@@ -413,25 +406,30 @@ fn owned_header(name: &str, value: Option<&[u8]>) -> (String, Vec<u8>) {
     )
 }
 
-/// Copies a message into an owned record.
-pub fn to_source(m: &BorrowedMessage<'_>) -> SourceRecord {
+/// Copies a message into an owned record (its topic's name shared, from `topics`).
+pub fn to_source(m: &BorrowedMessage<'_>, topics: &super::Topics) -> SourceRecord {
     let headers = m
         .headers()
         .map(|hs| hs.iter().map(|h| owned_header(h.key, h.value)).collect())
         .unwrap_or_default();
-    SourceRecord {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    SourceRecord::new(
+        topics.shared(m.topic()),
+        m.partition(),
+        m.offset(),
+        m.key(),
+        m.payload().unwrap_or_default(),
         headers,
-    }
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default topics: cases `partnersync.cases`, contacts `sales.contact.changes`.
+    fn topics() -> super::super::Topics {
+        super::super::Topics::new(&crate::settings::Settings::defaults().topics)
+    }
 
     #[test]
     fn the_original_record_comes_back_from_a_cases_record_without_our_headers() {
@@ -445,17 +443,11 @@ mod tests {
             header(H_OFFSET, "12345"),
             header(H_KEY, "contact-1"),
         ];
-        let original = original_from(
-            "partnersync.cases",
-            2,
-            77,
-            b"avro".to_vec(),
-            headers.into_iter(),
-        );
-        assert_eq!(original.topic, "sales.contact.changes");
+        let original = original_from(&topics(), 2, 77, b"avro", headers.into_iter());
+        assert_eq!(&*original.topic, "sales.contact.changes");
         assert_eq!((original.partition, original.offset), (1, 12345));
-        assert_eq!(original.key.as_deref(), Some(&b"contact-1"[..]));
-        assert_eq!(original.value, b"avro");
+        assert_eq!(original.key(), Some(&b"contact-1"[..]));
+        assert_eq!(original.value(), b"avro");
         assert_eq!(
             original.headers,
             vec![("traceparent".to_string(), b"00-abc-def-01".to_vec())]
@@ -464,9 +456,9 @@ mod tests {
 
     #[test]
     fn a_cases_record_without_origin_headers_keeps_its_own_coordinates() {
-        let original = original_from("partnersync.cases", 2, 77, Vec::new(), std::iter::empty());
-        assert_eq!(original.topic, "partnersync.cases");
+        let original = original_from(&topics(), 2, 77, b"", std::iter::empty());
+        assert_eq!(&*original.topic, "partnersync.cases");
         assert_eq!((original.partition, original.offset), (2, 77));
-        assert_eq!(original.key, None);
+        assert_eq!(original.key(), None);
     }
 }

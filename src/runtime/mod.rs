@@ -96,6 +96,8 @@ pub struct Topics {
     pub dead_letters: String,
     pub cases: String,
     pub state: String,
+    /// The names of the topics read (inputs, then cases), shared by every record read from them.
+    read: Vec<Arc<str>>,
 }
 
 impl Topics {
@@ -123,7 +125,27 @@ impl Topics {
             dead_letters: t.dead_letters.clone(),
             cases: t.cases.clone(),
             state: t.state.clone(),
+            read: [
+                &t.prospect_changes,
+                &t.lead_changes,
+                &t.opportunity_changes,
+                &t.contact_changes,
+                &t.account_changes,
+                &t.cases,
+            ]
+            .into_iter()
+            .map(|name| Arc::from(name.as_str()))
+            .collect(),
         }
+    }
+
+    /// `topic`'s name as the records read from it share it (a new one for a topic not read).
+    pub fn shared(&self, topic: &str) -> Arc<str> {
+        self.read
+            .iter()
+            .find(|name| ***name == *topic)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(topic))
     }
 
     pub fn kind_of(&self, topic: &str) -> Option<SourceKind> {

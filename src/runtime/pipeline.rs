@@ -156,10 +156,10 @@ impl Event {
     /// What the consumer handed over, converted to owned values once.
     fn read(
         m: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
-        cases_topic: &str,
+        topics: &Topics,
     ) -> Event {
         Event::Message(
-            m.map(|m| kafka::incoming(&m, cases_topic))
+            m.map(|m| kafka::incoming(&m, topics))
                 .map_err(|e| e.to_string()),
         )
     }
@@ -237,7 +237,7 @@ impl Pipeline {
             self.settings.delivery.expiry_interval_seconds.max(1),
         ));
         let consumer = self.consumer.clone();
-        let cases_topic = self.topics.cases.clone();
+        let topics = self.topics.clone();
         loop {
             let paused = self.intake.paused;
             let window_turn = !paused && !self.intake.window.is_empty();
@@ -258,7 +258,7 @@ impl Pipeline {
                     // Backpressure: above `max_in_flight` the loop stops routing input records,
                     // and once the window is full stops taking records (librdkafka's own queue
                     // bound then stops its fetching), until half have drained.
-                    m = consumer.recv(), if taking => Event::read(m, &cases_topic),
+                    m = consumer.recv(), if taking => Event::read(m, &topics),
                     _ = commit.tick() => Event::Commit,
                     _ = expire.tick() => Event::Expire,
                     // Only when the consumer has nothing ready (see `intake`).
@@ -610,15 +610,13 @@ impl Pipeline {
         while let Some(job) = next.take() {
             // Named as read: a cases record by its cases coordinates, an input record by its own.
             let (stage, topic, partition, offset) = match &job {
-                Job::Route(r) => ("route", r.topic.as_str(), r.partition, r.offset),
+                Job::Route(r) => ("route", &*r.topic, r.partition, r.offset),
                 Job::Apply {
                     partition,
                     at: At::Offset(offset),
                     ..
                 } => ("apply", self.topics.cases.as_str(), *partition, *offset),
-                Job::Apply { original: r, .. } => {
-                    ("apply", r.topic.as_str(), r.partition, r.offset)
-                }
+                Job::Apply { original: r, .. } => ("apply", &*r.topic, r.partition, r.offset),
             };
             // A debug span: at info it costs nothing. (An info span per record cost ~8% of the
             // loop's CPU in the profile: the JSON layer formats its fields eagerly.) The lines a

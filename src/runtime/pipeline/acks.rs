@@ -113,8 +113,8 @@ impl Pipeline {
         let out = OutRecord {
             topic: &self.topics.dead_letters,
             partition: None,
-            key: dl.source.key.as_deref(),
-            value: Some(&dl.source.value),
+            key: dl.source.key(),
+            value: Some(dl.source.value()),
             headers: &headers,
         };
         self.send_out(out, token).await

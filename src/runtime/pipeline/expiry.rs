@@ -48,13 +48,15 @@ impl Pipeline {
             self.expiry_batches.insert(batch, (expired.len(), records));
             self.ensure_txn()?;
             for e in expired {
-                let source = e.source.clone().unwrap_or_else(|| SourceRecord {
-                    topic: self.topics.cases.clone(),
-                    partition,
-                    offset: -1,
-                    key: None,
-                    value: self.codec.encode_event(&e.event).unwrap_or_default(),
-                    headers: vec![],
+                let source = e.source.clone().unwrap_or_else(|| {
+                    SourceRecord::new(
+                        self.topics.cases.as_str(),
+                        partition,
+                        -1,
+                        None,
+                        &self.codec.encode_event(&e.event).unwrap_or_default(),
+                        vec![],
+                    )
                 });
                 let dl = DeadLetter::from_expired(source, e.event.kind().as_str(), &e);
                 tracing::warn!(

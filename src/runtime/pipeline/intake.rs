@@ -72,7 +72,7 @@ impl Intake {
     /// The record's size as the window counts it: its bytes and a fixed allowance for the rest.
     pub(super) fn size_of(record: &SourceRecord) -> usize {
         let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        128 + record.value.len() + record.key.as_ref().map_or(0, Vec::len) + headers
+        128 + record.value().len() + record.key().map_or(0, <[u8]>::len) + headers
     }
 
     pub(super) fn took(&mut self, tp: u32, offset: i64) {

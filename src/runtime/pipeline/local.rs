@@ -21,16 +21,10 @@ pub(crate) struct Held {
 }
 
 /// What an input record's own tracker entry keeps when its record is applied in its cases
-/// partition's tracker: nothing to copy (that entry keeps the record for its dead letters).
-fn placeholder(partition: i32, offset: i64) -> SourceRecord {
-    SourceRecord {
-        topic: String::new(),
-        partition,
-        offset,
-        key: None,
-        value: Vec::new(),
-        headers: Vec::new(),
-    }
+/// partition's tracker: nothing to copy (that entry keeps the record for its dead letters), only
+/// the topic's shared name.
+fn placeholder(topic: &std::sync::Arc<str>, partition: i32, offset: i64) -> SourceRecord {
+    SourceRecord::new(topic.clone(), partition, offset, None, b"", Vec::new())
 }
 
 /// Before the consumer joins the group: writes one fence that no instance awaits (`start/<pid>`)
@@ -152,7 +146,7 @@ impl Pipeline {
         shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<Option<super::Event>, RuntimeError> {
         let consumer = self.consumer.clone();
-        let cases_topic = self.topics.cases.clone();
+        let topics = self.topics.clone();
         // The rebalance callback runs inside the consumer's poll; a tick looks at its log while
         // no record arrives.
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -167,7 +161,7 @@ impl Pipeline {
                     ready_at = Some(Instant::now());
                 }
                 m = consumer.recv(), if first.is_none() => {
-                    first = Some(super::Event::read(m, &cases_topic));
+                    first = Some(super::Event::read(m, &topics));
                 }
                 _ = tick.tick() => {}
             }
@@ -201,7 +195,8 @@ impl Pipeline {
         if !self.local_apply() {
             return Ok(Err(source));
         }
-        let (input_partition, offset) = (source.partition, source.offset);
+        let (topic, input_partition, offset) =
+            (source.topic.clone(), source.partition, source.offset);
         let job = match self.local.route(partition, Held { tp, seq, source }) {
             Route::Hop(held) => return Ok(Err(held.source)),
             Route::Local(held) => Some(Job::Apply {
@@ -217,7 +212,7 @@ impl Pipeline {
             }
         };
         // Its one acknowledgement comes when its entry in the cases partition finishes.
-        let place = placeholder(input_partition, offset);
+        let place = placeholder(&topic, input_partition, offset);
         self.begin(tp, seq, At::Offset(offset), 1, Vec::new(), place)
             .await?;
         Ok(Ok(job))
@@ -273,7 +268,7 @@ impl Pipeline {
         self.ensure_txn()?;
         let tp = self.cases_tp(partition);
         let seq = self.next_seq(tp);
-        let place = placeholder(partition, offset);
+        let place = placeholder(&self.topics.shared(&self.topics.cases), partition, offset);
         self.begin(tp, seq, At::Offset(offset), 0, Vec::new(), place)
             .await?;
         self.advance(tp).await?;

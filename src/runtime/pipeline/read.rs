@@ -47,11 +47,11 @@ impl Pipeline {
         kind: SourceKind,
         source: &SourceRecord,
     ) -> Result<(Arc<Schema>, bool, usize), DeadLetter> {
-        let (id, body) = match wire::split(Some(&source.value)) {
+        let (id, body) = match wire::split(Some(source.value())) {
             Ok(v) => v,
             Err(e) => return Err(DeadLetter::from_wire(source.clone(), &e)),
         };
-        let start = source.value.len() - body.len();
+        let start = source.value().len() - body.len();
         let writer = self
             .writer_schema(id)
             .await
@@ -83,7 +83,7 @@ impl Pipeline {
         start: usize,
     ) -> Result<ChangeEvent, DeadLetter> {
         self.codec
-            .decode_event_with(kind, writer, direct, &source.value[start..])
+            .decode_event_with(kind, writer, direct, &source.value()[start..])
             .map_err(|e| DeadLetter::from_decode(source.clone(), &e))
     }
 
@@ -103,7 +103,7 @@ impl Pipeline {
         }
         let f = self
             .codec
-            .decode_case_fields(kind, &source.value[start..])
+            .decode_case_fields(kind, &source.value()[start..])
             .map_err(|e| DeadLetter::from_decode(source.clone(), &e))?;
         Ok(self
             .engine

@@ -43,14 +43,14 @@ impl Pipeline {
             source.partition.to_string().into_bytes(),
         ));
         headers.push((H_OFFSET.into(), source.offset.to_string().into_bytes()));
-        if let Some(k) = &source.key {
-            headers.push((H_KEY.into(), k.clone()));
+        if let Some(k) = source.key() {
+            headers.push((H_KEY.into(), k.to_vec()));
         }
         let out = OutRecord {
             topic: &self.topics.cases,
             partition: Some(partition),
             key: Some(case.as_bytes()),
-            value: Some(&source.value),
+            value: Some(source.value()),
             headers: &headers,
         };
         self.send_out(out, Token::one(tp, seq)).await?;
