@@ -133,15 +133,20 @@ pub async fn send(
     out: OutRecord<'_>,
     token: Token,
 ) -> Result<(), String> {
-    let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-    for (k, v) in out.headers {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(v),
-        });
-    }
     let mut record: BaseRecord<'_, [u8], [u8], Box<Token>> =
-        BaseRecord::with_opaque_to(out.topic, Box::new(token)).headers(headers);
+        BaseRecord::with_opaque_to(out.topic, Box::new(token));
+    // No header list for a record without headers (the state writes): librdkafka allocates one
+    // for every list it is given, empty or not.
+    if !out.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
+        for (k, v) in out.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        record = record.headers(headers);
+    }
     if let Some(k) = out.key {
         record = record.key(k);
     }
