@@ -70,6 +70,61 @@ fn state_memory(engine: &Engine, stories: usize) -> StateMemory {
     }
 }
 
+/// An input record as the order window and the in-flight trackers held it before 0ce4e47 (a topic
+/// `String`, a key and a value `Vec`), rebuilt here so that [`window_memory`] weighs both layouts
+/// in one run.
+#[allow(dead_code)] // held only to be weighed
+struct RecordBefore {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Heap per input record held in the order window, in mimalloc's live bytes: `values` (the contact
+/// edits' Avro) with a 36-byte key each, pushed into a window of 24 partitions as the pipeline
+/// pushes them, as [`SourceRecord`] does it and as [`RecordBefore`] did. The third figure is what
+/// the window's bound counts per record (128 plus key and value, `pipeline/intake.rs`).
+fn window_memory(values: &[(SourceKind, Vec<u8>)]) -> (f64, f64, f64) {
+    use partner_sync::engine::SourceRecord;
+    use partner_sync::runtime::order::OrderWindow;
+    const TOPIC: &str = "sales.contact.changes";
+    let key = |i: usize| format!("{i:08}-0000-4000-8000-000000000000").into_bytes();
+    let n = values.len() as f64;
+    let counted: usize = values.iter().map(|(_, v)| 128 + 36 + v.len()).sum();
+    let shared: std::sync::Arc<str> = TOPIC.into();
+    let before = partner_sync::alloc::live_heap_bytes();
+    let mut now = OrderWindow::new(usize::MAX);
+    for (i, (_, v)) in values.iter().enumerate() {
+        let r = SourceRecord::new(shared.clone(), 0, i as i64, Some(&key(i)), v, Vec::new());
+        now.push((i % 24) as u32, i as i64, 0, r);
+    }
+    let held_now = partner_sync::alloc::live_heap_bytes().saturating_sub(before);
+    drop(black_box(now));
+    let before = partner_sync::alloc::live_heap_bytes();
+    let mut then = OrderWindow::new(usize::MAX);
+    for (i, (_, v)) in values.iter().enumerate() {
+        let r = RecordBefore {
+            topic: TOPIC.to_string(),
+            partition: 0,
+            offset: i as i64,
+            key: Some(key(i)),
+            value: v.clone(),
+            headers: Vec::new(),
+        };
+        then.push((i % 24) as u32, i as i64, 0, r);
+    }
+    let held_then = partner_sync::alloc::live_heap_bytes().saturating_sub(before);
+    drop(black_box(then));
+    (
+        held_now as f64 / n,
+        held_then as f64 / n,
+        counted as f64 / n,
+    )
+}
+
 fn events(engine: &Engine) -> Vec<ChangeEvent> {
     story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000).clean()
 }
@@ -343,6 +398,11 @@ fn summary() {
     println!(
         "  state in memory:           {:>8.0} bytes per case  ({} cases of {STATE_CASES} stories, {:.2} customer links each; as JSON entries {:.0} bytes per case)",
         memory.bytes_per_case, memory.cases, memory.links_per_case, memory.json_per_case
+    );
+    let (now, then, counted) = window_memory(&edits);
+    println!(
+        "  input record in the window: {now:>8.0} bytes  ({} contact edits of 36-byte keys; {then:.0} as held before 0ce4e47; the window's bound counts {counted:.0})",
+        edits.len()
     );
 }
 
