@@ -104,6 +104,16 @@ pub fn collect_this_threads_garbage() {
     unsafe { mi::mi_collect(true) }
 }
 
+/// Gives the memory glibc holds freed back to the system now (librdkafka's allocations: see
+/// `Pipeline::trim_during_burst`).
+pub fn give_back_glibc_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Gives freed memory back to the system now, glibc's and this thread's mimalloc heap's.
 /// - After a restore: the readers' fetch buffers and decoding garbage were freed in the allocator
 ///   arenas of the threads that read; glibc (which librdkafka allocates with) keeps such memory
@@ -113,11 +123,7 @@ pub fn collect_this_threads_garbage() {
 ///   received the restored states).
 /// - After a backfill: see `Pipeline::give_back_after_burst`.
 pub fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    give_back_glibc_memory();
     collect_this_threads_garbage();
 }
 

@@ -55,6 +55,9 @@ use crate::settings::Settings;
 /// [`Pipeline::give_back_after_burst`]): a burst, not a trickle.
 const GIVE_BACK_AFTER: u64 = 10_000;
 
+/// Records taken between two trims of glibc's arenas (see [`Pipeline::trim_during_burst`]).
+const TRIM_EVERY: u64 = 50_000;
+
 /// Nanoseconds since the epoch (0 if the clock is before it).
 fn now_ns() -> u128 {
     std::time::SystemTime::now()
@@ -116,6 +119,9 @@ pub struct Pipeline {
     paused_since: Option<Instant>,
     /// Records taken since freed memory was last given back (see [`Pipeline::give_back_after_burst`]).
     taken_since_give_back: u64,
+    /// Records taken since glibc's freed memory was last given back (see
+    /// [`Pipeline::trim_during_burst`]).
+    taken_since_trim: u64,
 }
 
 /// Where a record sits in the tracker of the partition it is processed in.
@@ -213,6 +219,7 @@ impl Pipeline {
             paused_inputs: Vec::new(),
             paused_since: None,
             taken_since_give_back: 0,
+            taken_since_trim: 0,
             settings,
         }
     }
@@ -272,6 +279,7 @@ impl Pipeline {
             self.stats.beat();
             if matches!(event, Event::Message(_)) {
                 self.taken_since_give_back += 1;
+                self.trim_during_burst();
             }
             let _ = self.take_rebalances().await?;
             match event {
@@ -374,6 +382,18 @@ impl Pipeline {
         {
             crate::alloc::give_back_freed_memory();
             self.taken_since_give_back = 0;
+        }
+    }
+
+    /// Every [`TRIM_EVERY`] records taken, gives back what glibc holds freed. librdkafka allocates
+    /// each fetched message with glibc in its broker thread, and the pipeline frees it as it takes
+    /// the record; a fetch that brings a whole backlog leaves those allocations' high-water mark
+    /// resident in that thread's arena for the rest of the burst.
+    fn trim_during_burst(&mut self) {
+        self.taken_since_trim += 1;
+        if self.taken_since_trim >= TRIM_EVERY {
+            crate::alloc::give_back_glibc_memory();
+            self.taken_since_trim = 0;
         }
     }
 
