@@ -388,7 +388,9 @@ impl Pipeline {
     /// Every [`TRIM_EVERY`] records taken, gives back what glibc holds freed. librdkafka allocates
     /// each fetched message with glibc in its broker thread, and the pipeline frees it as it takes
     /// the record; a fetch that brings a whole backlog leaves those allocations' high-water mark
-    /// resident in that thread's arena for the rest of the burst.
+    /// resident in that thread's arena for the rest of the burst (25–27 MiB in the end-to-end
+    /// benchmark's 182,569-event drain, whose peak fell from 144–147 to 126–129 MiB with this).
+    /// A trim took 0.4–1.5 ms there: at most ~30 ns per record taken.
     fn trim_during_burst(&mut self) {
         self.taken_since_trim += 1;
         if self.taken_since_trim >= TRIM_EVERY {
