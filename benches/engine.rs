@@ -86,19 +86,19 @@ struct RecordBefore {
 /// Heap per input record held in the order window, in mimalloc's live bytes: `values` (the contact
 /// edits' Avro) with a 36-byte key each, pushed into a window of 24 partitions as the pipeline
 /// pushes them, as [`SourceRecord`] does it and as [`RecordBefore`] did. The third figure is what
-/// the window's bound counts per record (128 plus key and value, `pipeline/intake.rs`).
+/// the window's bound counts per record ([`SourceRecord::held_bytes`]).
 fn window_memory(values: &[(SourceKind, Vec<u8>)]) -> (f64, f64, f64) {
     use partner_sync::engine::SourceRecord;
     use partner_sync::runtime::order::OrderWindow;
     const TOPIC: &str = "sales.contact.changes";
     let key = |i: usize| format!("{i:08}-0000-4000-8000-000000000000").into_bytes();
     let n = values.len() as f64;
-    let counted: usize = values.iter().map(|(_, v)| 128 + 36 + v.len()).sum();
     let shared: std::sync::Arc<str> = TOPIC.into();
-    let before = partner_sync::alloc::live_heap_bytes();
+    let (mut counted, before) = (0, partner_sync::alloc::live_heap_bytes());
     let mut now = OrderWindow::new(usize::MAX);
     for (i, (_, v)) in values.iter().enumerate() {
         let r = SourceRecord::new(shared.clone(), 0, i as i64, Some(&key(i)), v, Vec::new());
+        counted += r.held_bytes();
         now.push((i % 24) as u32, i as i64, 0, r);
     }
     let held_now = partner_sync::alloc::live_heap_bytes().saturating_sub(before);

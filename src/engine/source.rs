@@ -69,6 +69,14 @@ impl SourceRecord {
         };
         &self.bytes[start..]
     }
+
+    /// About what holding the record costs: its bytes and a fixed allowance for the rest (the
+    /// order window's bound counts records by it; `cargo bench --bench engine -- summary` weighs
+    /// both).
+    pub fn held_bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        128 + self.bytes.len() + headers
+    }
 }
 
 impl std::fmt::Debug for SourceRecord {

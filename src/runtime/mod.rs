@@ -102,7 +102,7 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(t: &TopicSettings) -> Topics {
-        Topics {
+        let mut topics = Topics {
             inputs: vec![
                 (t.prospect_changes.clone(), SourceKind::Prospect),
                 (t.lead_changes.clone(), SourceKind::Lead),
@@ -125,18 +125,13 @@ impl Topics {
             dead_letters: t.dead_letters.clone(),
             cases: t.cases.clone(),
             state: t.state.clone(),
-            read: [
-                &t.prospect_changes,
-                &t.lead_changes,
-                &t.opportunity_changes,
-                &t.contact_changes,
-                &t.account_changes,
-                &t.cases,
-            ]
-            .into_iter()
+            read: Vec::new(),
+        };
+        topics.read = (topics.inputs.iter().map(|(name, _)| name))
+            .chain([&topics.cases])
             .map(|name| Arc::from(name.as_str()))
-            .collect(),
-        }
+            .collect();
+        topics
     }
 
     /// `topic`'s name as the records read from it share it (a new one for a topic not read).

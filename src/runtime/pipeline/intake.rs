@@ -69,12 +69,6 @@ impl Intake {
         }
     }
 
-    /// The record's size as the window counts it: its bytes and a fixed allowance for the rest.
-    pub(super) fn size_of(record: &SourceRecord) -> usize {
-        let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        128 + record.value().len() + record.key().map_or(0, <[u8]>::len) + headers
-    }
-
     pub(super) fn took(&mut self, tp: u32, offset: i64) {
         self.next_offset.insert(tp, offset + 1);
         self.excused.remove(&tp);
@@ -134,7 +128,7 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         let tp = self.tp(&record.topic, record.partition);
         self.intake.took(tp, record.offset);
-        let size = Intake::size_of(&record);
+        let size = record.held_bytes();
         self.intake.window.push(tp, timestamp, size, record);
         while !self.intake.paused && self.intake.window.is_over_limit() {
             self.route_next().await?;
