@@ -107,11 +107,14 @@ impl Engine {
         // edits of customers already linked, and rewriting their case each time doubled their
         // state writes.
         if let Some(lead) = c.originating_lead {
-            if !state.cases.contains_key(lead) {
-                state.cases.insert(lead.to_string(), Default::default());
-                out.touch(StateKey::Case(lead.to_string()));
-            }
-            let case = state.cases.get_mut(lead).expect("inserted above");
+            // One lookup where the case exists, as it does for every edit after the first.
+            let case = match state.cases.get_mut(lead) {
+                Some(case) => case,
+                None => {
+                    out.touch(StateKey::Case(lead.to_string()));
+                    state.cases.entry(lead.to_string()).or_default()
+                }
+            };
             match case.origin {
                 Origin::Unknown if !selected_alone => {
                     return Disposition::Parked(ParkReason::LeadNotSeen)
@@ -163,12 +166,13 @@ impl Engine {
             return Disposition::Skipped(SkipReason::NotB2b);
         }
 
-        let existing = state.customers.get(&link_key);
-        if let Some(skip) = version_check(existing.map(|l| l.version), c.header.version) {
+        // Looked up once: the link is read here and updated in place at the end.
+        let existing = state.customers.get_mut(&link_key);
+        if let Some(skip) = version_check(existing.as_ref().map(|l| l.version), c.header.version) {
             return Disposition::Skipped(skip);
         }
         if c.header.op == Operation::Delete {
-            if let Some(link) = state.customers.get_mut(&link_key) {
+            if let Some(link) = existing {
                 link.version = c.header.version;
                 out.touch(StateKey::Customer(link_key));
             }
@@ -181,7 +185,7 @@ impl Engine {
         let integration_key = non_empty(&key);
 
         // Fixed at the first sync: a linked customer keeps its legal entity and CustomerAccount.
-        let (company, customer_account) = match existing {
+        let (company, customer_account) = match existing.as_deref() {
             Some(l) => (l.company.clone(), l.customer_account.clone()),
             None => {
                 let case_company = c
@@ -199,12 +203,12 @@ impl Engine {
                 (company, account)
             }
         };
-        let mut customer = CustomerUpsert {
-            data_area_id: company,
-            customer_account,
-            party_type: c.party_type.to_string(),
-            ..CustomerUpsert::default()
-        };
+        // Built in its box: a `CustomerUpsert` is 720 bytes, and building it on the stack copied
+        // them into the command's box.
+        let mut customer = Box::<CustomerUpsert>::default();
+        customer.data_area_id = company;
+        customer.customer_account = customer_account;
+        customer.party_type = c.party_type.to_string();
         for &(target, source, last) in c.map {
             let value = if source == c.key_at {
                 key.clone()
@@ -224,7 +228,7 @@ impl Engine {
         let digest = digest(&customer);
 
         let mut emitted = false;
-        let key_moved = existing.is_some_and(|l| {
+        let key_moved = existing.as_deref().is_some_and(|l| {
             integration_key.is_some_and(|k| k != l.customer_account)
                 && l.last_key.as_deref() != integration_key
         });
@@ -245,7 +249,9 @@ impl Engine {
             ));
             emitted = true;
         }
-        let unchanged = existing.is_some_and(|l| l.last_sent_digest == digest);
+        let unchanged = existing
+            .as_deref()
+            .is_some_and(|l| l.last_sent_digest == digest);
         if !unchanged {
             // Ids only for what is sent: an unchanged edit needs no command id.
             customer.command_id =
@@ -254,7 +260,7 @@ impl Engine {
         }
         // The link is updated in place: only what changed is copied.
         let email = customer.primary_contact_email.as_deref();
-        match state.customers.get_mut(&link_key) {
+        match existing {
             Some(link) => {
                 link.version = c.header.version;
                 link.last_sent_digest = digest;

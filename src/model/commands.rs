@@ -236,6 +236,11 @@ macro_rules! into_command {
             fn from(payload: $payload) -> Command {
                 Command::$variant(Box::new(payload))
             }
+        }
+        impl From<Box<$payload>> for Command {
+            fn from(payload: Box<$payload>) -> Command {
+                Command::$variant(payload)
+            }
         })*
     };
 }
