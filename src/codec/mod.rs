@@ -5,18 +5,21 @@
 //! each message names it:
 //!
 //! - writer schema equal to ours (the usual case): decode straight into the typed struct, field by
-//!   field in declaration order ([`binary`]: our types mirror the schemas, which `tests/schemas.rs`
-//!   proves byte for byte against apache-avro), without a generic `Value` tree or field lookups;
+//!   field in declaration order, without a generic `Value` tree or field lookups (our types mirror
+//!   the schemas, which `tests/schemas.rs` proves byte for byte against apache-avro). Events, and
+//!   the lead and customer upserts, go through [`ordered`] (no serde); the other commands, which
+//!   are few per record, through [`binary`] (serde);
 //! - writer schema different (a producer on a newer or older version): decode to a `Value`, resolve it
 //!   against our reader schema (Avro's rules: defaults for missing fields, dropped unknown fields,
 //!   promotions), then deserialize. apache-avro 0.22's `read_deser` refuses a reader schema (it
 //!   panics), which is why the two paths are explicit here.
 //!
-//! Commands are encoded the same way, by [`binary`].
+//! Commands are encoded the same way.
 //!
 //! Errors are values ([`CodecError`]) naming the schema and what was wrong, never panics.
 
 mod binary;
+mod ordered;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -26,6 +29,7 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::model::ordered::Field;
 use crate::model::{
     Alert, CaseFields, Change, ChangeEvent, Command, CommandKind, CustomerHierarchyCreate,
     CustomerUpsert, LeadNote, LeadUpsert, NotificationRequest, ProspectStatusUpdate, SourceKind,
@@ -162,13 +166,12 @@ impl Codec {
 
     /// Encodes an event's Avro body (no wire-format header) with our schema.
     pub fn encode_event(&self, event: &ChangeEvent) -> Result<Vec<u8>, CodecError> {
-        let schema = self.event_schema(event.kind());
         match event {
-            ChangeEvent::Prospect(c) => write(schema, &[], c, "prospect"),
-            ChangeEvent::Lead(c) => write(schema, &[], c, "lead"),
-            ChangeEvent::Opportunity(c) => write(schema, &[], c, "opportunity"),
-            ChangeEvent::Contact(c) => write(schema, &[], c, "contact"),
-            ChangeEvent::Account(c) => write(schema, &[], c, "account"),
+            ChangeEvent::Prospect(c) => Ok(ordered::to_vec_after(&[], c)),
+            ChangeEvent::Lead(c) => Ok(ordered::to_vec_after(&[], c)),
+            ChangeEvent::Opportunity(c) => Ok(ordered::to_vec_after(&[], c)),
+            ChangeEvent::Contact(c) => Ok(ordered::to_vec_after(&[], c)),
+            ChangeEvent::Account(c) => Ok(ordered::to_vec_after(&[], c)),
         }
     }
 
@@ -203,11 +206,11 @@ impl Codec {
         let ours = self.event_schema(kind);
         if direct {
             return Ok(match kind {
-                SourceKind::Prospect => ChangeEvent::Prospect(read_direct(ours, bytes)?),
-                SourceKind::Lead => ChangeEvent::Lead(read_direct(ours, bytes)?),
-                SourceKind::Opportunity => ChangeEvent::Opportunity(read_direct(ours, bytes)?),
-                SourceKind::Contact => ChangeEvent::Contact(read_direct(ours, bytes)?),
-                SourceKind::Account => ChangeEvent::Account(read_direct(ours, bytes)?),
+                SourceKind::Prospect => ChangeEvent::Prospect(read_ordered(ours, bytes)?),
+                SourceKind::Lead => ChangeEvent::Lead(read_ordered(ours, bytes)?),
+                SourceKind::Opportunity => ChangeEvent::Opportunity(read_ordered(ours, bytes)?),
+                SourceKind::Contact => ChangeEvent::Contact(read_ordered(ours, bytes)?),
+                SourceKind::Account => ChangeEvent::Account(read_ordered(ours, bytes)?),
             });
         }
         Ok(match kind {
@@ -278,9 +281,9 @@ impl Codec {
         let schema = self.command_schema(kind);
         let what = kind.as_str();
         match command {
-            Command::LeadUpsert(c) => write(schema, prefix, c, what),
+            Command::LeadUpsert(c) => Ok(ordered::to_vec_after(prefix, &**c)),
             Command::LeadNote(c) => write(schema, prefix, c, what),
-            Command::CustomerUpsert(c) => write(schema, prefix, c, what),
+            Command::CustomerUpsert(c) => Ok(ordered::to_vec_after(prefix, &**c)),
             Command::ProspectStatus(c) => write(schema, prefix, c, what),
             Command::CustomerHierarchy(c) => write(schema, prefix, c, what),
             Command::RejectionEmail(c) => write(schema, prefix, c, what),
@@ -292,9 +295,9 @@ impl Codec {
     pub fn decode_command(&self, kind: CommandKind, bytes: &[u8]) -> Result<Command, CodecError> {
         let s = self.command_schema(kind);
         Ok(match kind {
-            CommandKind::LeadUpsert => read_direct::<LeadUpsert>(s, bytes)?.into(),
+            CommandKind::LeadUpsert => read_ordered::<LeadUpsert>(s, bytes)?.into(),
             CommandKind::LeadNote => read_direct::<LeadNote>(s, bytes)?.into(),
-            CommandKind::CustomerUpsert => read_direct::<CustomerUpsert>(s, bytes)?.into(),
+            CommandKind::CustomerUpsert => read_ordered::<CustomerUpsert>(s, bytes)?.into(),
             CommandKind::ProspectStatus => read_direct::<ProspectStatusUpdate>(s, bytes)?.into(),
             CommandKind::CustomerHierarchy => {
                 read_direct::<CustomerHierarchyCreate>(s, bytes)?.into()
@@ -354,7 +357,21 @@ struct IdAndLead {
 
 /// Decodes bytes written with `schema` itself (or a schema of identical encoding).
 fn read_direct<T: DeserializeOwned>(schema: &Schema, bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, left) = binary::from_slice::<T>(bytes).map_err(|e| CodecError::Decode {
+    whole(schema, bytes, binary::from_slice::<T>(bytes))
+}
+
+/// [`read_direct`] for the records of the hot path, field by field without serde.
+fn read_ordered<T: Field>(schema: &Schema, bytes: &[u8]) -> Result<T, CodecError> {
+    whole(schema, bytes, ordered::from_slice::<T>(bytes))
+}
+
+/// A record read from the start of `bytes`, which must be all of them.
+fn whole<T>(
+    schema: &Schema,
+    bytes: &[u8],
+    read: Result<(T, usize), binary::Error>,
+) -> Result<T, CodecError> {
+    let (value, left) = read.map_err(|e| CodecError::Decode {
         schema: full_name(schema),
         reason: e.to_string(),
     })?;

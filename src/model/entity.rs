@@ -77,6 +77,24 @@ macro_rules! entity {
                 $( f(self.$tfield.as_deref()); )*
             }
         }
+
+        /// Every field in declaration order (see [`crate::model::ordered`]); a struct expression
+        /// evaluates its fields in the order written.
+        impl crate::model::ordered::Field for $name {
+            #[inline]
+            fn read<R: crate::model::ordered::FieldReader>(r: &mut R) -> Result<Self, R::Error> {
+                use crate::model::ordered::Field;
+                let mut record = $name::default();
+                $( record.$cfield = Field::read(r)?; )*
+                $( record.$tfield = Field::read(r)?; )*
+                Ok(record)
+            }
+            #[inline]
+            fn write<W: crate::model::ordered::FieldWriter>(&self, w: &mut W) {
+                $( crate::model::ordered::Field::write(&self.$cfield, w); )*
+                $( crate::model::ordered::Field::write(&self.$tfield, w); )*
+            }
+        }
     };
 }
 

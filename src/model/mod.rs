@@ -6,6 +6,7 @@
 mod commands;
 mod entity;
 mod events;
+pub mod ordered;
 
 pub use commands::*;
 pub use events::*;
