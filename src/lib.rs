@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`model`]: the plain values that cross the engine's boundary — change events with the source
-//!   systems' field names, and the commands sent to each side. No I/O, no Kafka, no Avro.
+//!   systems' field names, and the commands sent to each side; [`model::ordered`] walks a record's
+//!   fields in declaration order for the codec. No I/O, no Kafka, no Avro.
 //! - [`engine`]: the pure sync core. `Engine::apply(state, event, now)` decides the commands and what
 //!   became of the event (emitted, skipped with a reason, parked, rejected). Its state is one
 //!   serializable value so the runtime can keep it in a compacted topic.
