@@ -250,7 +250,7 @@ pub(super) struct Reader<'de> {
 }
 
 impl<'de> Reader<'de> {
-    pub(super) fn byte(&mut self, what: &str) -> Result<u8, Error> {
+    fn byte(&mut self, what: &str) -> Result<u8, Error> {
         let (&b, rest) = self
             .input
             .split_first()

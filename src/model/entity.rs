@@ -78,8 +78,8 @@ macro_rules! entity {
             }
         }
 
-        /// Every field in declaration order (see [`crate::model::ordered`]); a struct expression
-        /// evaluates its fields in the order written.
+        /// Every field in declaration order (see [`crate::model::ordered`]), read into a default
+        /// record: a struct literal with a `?` per field decoded slower than serde's derive.
         impl crate::model::ordered::Field for $name {
             #[inline]
             fn read<R: crate::model::ordered::FieldReader>(r: &mut R) -> Result<Self, R::Error> {
