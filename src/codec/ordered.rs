@@ -115,6 +115,52 @@ mod tests {
         }
     }
 
+    fn text() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        // Up to 200 characters of any script: lengths past 63 bytes take a multi-byte varint.
+        proptest::option::of(".{0,200}")
+    }
+
+    proptest::proptest! {
+        /// Arbitrary values, not only the schema samples of `tests/schemas.rs`: negative and
+        /// multi-byte numbers, empty and long strings, non-ASCII text, any mix of absent fields.
+        #[test]
+        fn any_contact_change_encodes_as_the_serde_codec_does_and_reads_back(
+            op in 0usize..4,
+            version in proptest::num::i64::ANY,
+            change_id in ".{0,80}",
+            company in text(),
+            contactid in ".{0,80}",
+            originatingleadid in text(),
+            sellable in proptest::option::of(proptest::bool::ANY),
+            names in proptest::collection::vec(text(), 4),
+        ) {
+            use crate::model::{Change, Contact};
+            let change = Change {
+                header: ChangeHeader {
+                    op: Operation::ALL[op],
+                    change_id,
+                    version,
+                    modified_on: version.wrapping_mul(3),
+                    modified_by: "u".into(),
+                    company,
+                },
+                record: Contact {
+                    contactid,
+                    originatingleadid,
+                    msdyn_sellable: sellable,
+                    firstname: names[0].clone(),
+                    lastname: names[1].clone(),
+                    emailaddress1: names[2].clone(),
+                    address1_line1: names[3].clone(),
+                    ..Contact::default()
+                },
+            };
+            let bytes = to_vec_after(&[], &change);
+            proptest::prop_assert_eq!(&bytes, &super::super::binary::to_vec_after(&[], &change).unwrap());
+            proptest::prop_assert_eq!(from_slice::<Change<Contact>>(&bytes).unwrap(), (change, 0));
+        }
+    }
+
     #[test]
     fn an_enum_index_past_the_symbols_or_a_bad_union_branch_is_an_error_that_says_so() {
         let mut bytes = to_vec_after(&[], &header(Operation::Create));

@@ -109,7 +109,7 @@ impl<T: Field> Field for Option<T> {
 impl Operation {
     /// The symbols in declaration order, which is the schema's symbol order.
     const SYMBOLS: &'static [&'static str] = &["CREATE", "UPDATE", "DELETE", "SNAPSHOT"];
-    const ALL: [Operation; 4] = [
+    pub(crate) const ALL: [Operation; 4] = [
         Operation::Create,
         Operation::Update,
         Operation::Delete,
