@@ -168,7 +168,8 @@ impl Engine {
 
         // Looked up once: the link is read here and updated in place at the end.
         let existing = state.customers.get_mut(&link_key);
-        if let Some(skip) = version_check(existing.as_ref().map(|l| l.version), c.header.version) {
+        if let Some(skip) = version_check(existing.as_deref().map(|l| l.version), c.header.version)
+        {
             return Disposition::Skipped(skip);
         }
         if c.header.op == Operation::Delete {

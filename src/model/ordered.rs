@@ -7,8 +7,9 @@
 //! struct for fields that never come, then the struct moved out (a contact's event is 536 bytes).
 //! Through [`Field`], the `entity!` macro reads each field in turn into a default record and writes
 //! each one straight from the struct: the contact edit took 914–936 ns per record against
-//! 1,009–1,019 through serde (`cargo bench --bench engine -- summary`, alternating builds). serde stays for everything else: JSON state, and
-//! records of another writer schema, which apache-avro resolves.
+//! 1,009–1,019 through serde (`cargo bench --bench engine -- summary`, alternating builds).
+//! serde stays for everything else: JSON state, the other commands, the route stage's leading
+//! fields, and records of another writer schema, which apache-avro resolves.
 //!
 //! This module knows only the order. The codec implements [`FieldReader`] and [`FieldWriter`] for
 //! the Avro binary encoding (`src/codec/ordered.rs`).
