@@ -35,7 +35,7 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     let (seen, total) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
     });
-    assert_same_commands(&expected, &seen);
+    let stats = connector.stop_expecting(&expected, &seen).await;
     assert_eq!(
         total,
         expected.len(),
@@ -49,8 +49,6 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
             && count("rejection_email") > 0
             && count("customer_upsert") > 0
     );
-
-    let stats = connector.stop().await.expect("the connector stops cleanly");
     assert!(
         stats.value(
             names::SKIPPED,
@@ -109,9 +107,8 @@ async fn with_local_apply_off_every_record_takes_the_cases_hop_and_the_commands_
     let (seen, total) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
     });
-    assert_same_commands(&expected, &seen);
+    let stats = connector.stop_expecting(&expected, &seen).await;
     assert_eq!(total, expected.len());
-    let stats = connector.stop().await.expect("the connector stops cleanly");
     let topics =
         partner_sync::runtime::Topics::new(&partner_sync::settings::Settings::defaults().topics);
     assert_eq!(
@@ -332,9 +329,8 @@ async fn slow_outputs_pause_intake_instead_of_buffering_and_nothing_is_lost() {
     let (seen, total) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(120))
     });
-    assert_same_commands(&expected, &seen);
+    let stats = connector.stop_expecting(&expected, &seen).await;
     assert_eq!(total, expected.len());
-    let stats = connector.stop().await.unwrap();
     // With four in flight at most, one record may be held for a fence at a time: the others take
     // the hop behind it and new fences follow, again and again. The first record routed to each
     // partition is always held, and then applied here.
@@ -385,8 +381,7 @@ async fn a_backfill_loaded_topic_by_topic_is_routed_in_timestamp_order_and_nothi
     let (seen, _) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
     });
-    assert_same_commands(&expected, &seen);
-    let stats = connector.stop().await.expect("the connector stops cleanly");
+    let stats = connector.stop_expecting(&expected, &seen).await;
     assert_eq!(
         stats.value(names::PARKED, &[]),
         0,
@@ -429,8 +424,7 @@ async fn inputs_wait_for_the_fences_so_a_backlog_behind_a_full_window_is_applied
     let (seen, _) = block_in_place(|| {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
     });
-    let stats = connector.stop().await.expect("the connector stops cleanly");
-    assert_same_commands(&expected, &seen);
+    let stats = connector.stop_expecting(&expected, &seen).await;
     assert_paused_and_applied_all(&stats, events.len());
     assert_eq!(
         stats.value(names::APPLIED, &[("path", "local")]),

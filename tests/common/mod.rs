@@ -263,26 +263,45 @@ impl Read {
 
 /// Reads a topic from the beginning until `done` says enough, or `timeout` passes (counting by
 /// consuming, because Tansu's reported high watermark can lag).
+///
+/// Every partition is assigned, outside any consumer group: a test's reader then depends on no
+/// group coordinator. (Subscribed, each reader joined a group of its own; the coordinator is where
+/// Tansu 0.6 has known defects, see `tests/kafka_faults.rs`, and a stuck join would look like
+/// missing output.)
 pub fn read_until(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,
     mut done: impl FnMut(&[Read]) -> bool,
 ) -> Vec<Read> {
+    let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{}-{}", topic, rand_suffix()))
+        // librdkafka wants a group id even to assign; it joins nothing and commits nothing.
+        .set("group.id", "test-reader")
         // Whole batches per fetch: Tansu returns nothing for a fetch starting inside a batch.
         .set("max.partition.fetch.bytes", "67108864")
         .set("fetch.max.bytes", "67108864")
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let partitions = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        .unwrap_or(0);
+    assert!(
+        partitions > 0,
+        "the broker reports no partitions of topic {topic}: create it before reading it"
+    );
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline && !done(&out) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let headers = m
@@ -301,13 +320,6 @@ pub fn read_until(
         }
     }
     out
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// The commands the pure engine decides for `events`, by command id: what the pipeline must emit.
@@ -402,18 +414,37 @@ fn decode_command(codec: &Codec, kind: CommandKind, value: &[u8]) -> Cmd {
 
 /// Asserts every expected command arrived with identical content, and nothing unexpected did.
 pub fn assert_same_commands(expected: &BTreeMap<String, Cmd>, seen: &BTreeMap<String, Cmd>) {
+    assert_same_commands_given(expected, seen, "")
+}
+
+/// Like [`assert_same_commands`]; a failure also prints `context` (what the connector reported).
+pub fn assert_same_commands_given(
+    expected: &BTreeMap<String, Cmd>,
+    seen: &BTreeMap<String, Cmd>,
+    context: &str,
+) {
     let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
     let extra: Vec<&String> = seen.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let count = |ids: &[&String], of: &BTreeMap<String, Cmd>| {
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in ids {
+            *by_kind.entry(of[*id].kind().as_str()).or_default() += 1;
+        }
+        by_kind
+    };
     assert!(
         missing.is_empty(),
-        "{} expected command(s) missing, e.g. {:?}",
+        "{} of {} expected command(s) missing ({:?}), e.g. {:?}\n{context}",
         missing.len(),
+        expected.len(),
+        count(&missing, expected),
         missing.first().map(|k| &expected[*k])
     );
     assert!(
         extra.is_empty(),
-        "{} unexpected command(s), e.g. {:?}",
+        "{} unexpected command(s) ({:?}), e.g. {:?}\n{context}",
         extra.len(),
+        count(&extra, seen),
         extra.first().map(|k| &seen[*k])
     );
     for (id, c) in expected {
@@ -484,6 +515,21 @@ impl Drop for Connector {
 }
 
 /// The connector running in-process (the runtime's `run`), stopped on demand.
+/// Sends the connector's log lines (`RUST_LOG`, or `partner_sync=info`) to the output libtest
+/// captures: it shows them for a failing test only. Threads the test's runtime starts inherit the
+/// capture, so each test gets its own connector's lines. A test binary that installs a logger of
+/// its own first keeps it.
+fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("partner_sync=info"));
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .finish(),
+    );
+}
+
 pub struct InProcess {
     stop: tokio::sync::oneshot::Sender<()>,
     handle: tokio::task::JoinHandle<
@@ -501,6 +547,7 @@ impl InProcess {
         settings: Settings,
         stats: std::sync::Arc<partner_sync::runtime::Stats>,
     ) -> InProcess {
+        log_to_test_output();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(partner_sync::runtime::run_with(
             settings,
@@ -515,6 +562,31 @@ impl InProcess {
     /// True if it stopped by itself (an error, since only `stop` ends it cleanly).
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
+    }
+
+    /// Stops it, then asserts that the commands `seen` are the `expected` ones. Stopped first so a
+    /// failure says how the connector ended (its error, or its counters), and its shutdown lines
+    /// (what was unfinished) are in the test's output with the rest of its log.
+    pub async fn stop_expecting(
+        self,
+        expected: &BTreeMap<String, Cmd>,
+        seen: &BTreeMap<String, Cmd>,
+    ) -> std::sync::Arc<partner_sync::runtime::Stats> {
+        let ended_by_itself = self.is_finished();
+        let outcome = self.stop().await;
+        let context = match &outcome {
+            Ok(stats) => format!("The connector's counters:\n{}", stats.summary()),
+            Err(e) => format!(
+                "The connector {} with an error: {e}",
+                if ended_by_itself {
+                    "had stopped by itself"
+                } else {
+                    "stopped"
+                }
+            ),
+        };
+        assert_same_commands_given(expected, seen, &context);
+        outcome.expect("the connector stops cleanly")
     }
 
     /// Asks it to shut down (if still running) and returns how it ended.
