@@ -15,6 +15,10 @@
 //! customer it became, keyed `contact/<id>` / `account/<id>`) and `requesters` (which cases use a
 //! requester email in a legal entity, for duplicate detection). `docs/ARCHITECTURE.md` explains how the
 //! runtime partitions them.
+//!
+//! Entries are JSON, readable with any Kafka tool. Cases and customer links, written with nearly
+//! every record, are written field by field (`state/json.rs`) to the bytes serde_json makes of them;
+//! serde reads every entry back and writes the rarer ones.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,6 +29,8 @@ use serde_json::value::RawValue;
 pub use super::sorted::{CaseKeys, SortedMap};
 pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
+
+mod json;
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
 /// never as one value. Cases and customer links are hash maps: every record looks them up several
@@ -145,22 +151,27 @@ fn exact_json(record: &Prospect) -> Box<RawValue> {
     serde_json::from_str(&json).expect("JSON serde_json wrote reads back")
 }
 
-/// `value`'s JSON in a block of its own size, serialized into a buffer this thread keeps.
+/// `value`'s JSON by serde_json, as [`exact_json_bytes`] keeps it.
+fn serde_json_bytes<T: Serialize>(value: &T) -> Option<Vec<u8>> {
+    exact_json_bytes(|out| serde_json::to_writer(out, value).ok())
+}
+
+/// What `write` appends, in a block of its own size: written into a buffer this thread keeps.
 ///
 /// `serde_json::to_vec` starts at 128 bytes and doubles: a case entry (~630–1,100 bytes) was grown
 /// three or four times, each a reallocation and a copy (2.8% of `entry_json`'s instructions in
 /// `cargo bench --bench engine -- state-profile` under callgrind, and 1.9% of the pipeline
 /// thread's samples in a drain). Here the buffer has grown once, and the entry is one exact
 /// allocation and one copy: what the state write holds while it is in flight is no larger.
-fn exact_json_bytes<T: Serialize>(value: &T) -> Option<Vec<u8>> {
+fn exact_json_bytes(write: impl FnOnce(&mut Vec<u8>) -> Option<()>) -> Option<Vec<u8>> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCRATCH.with(|scratch| {
-        // Borrowed only here, and serializing does not come back to this function.
+        // Borrowed only here, and writing does not come back to this function.
         let mut buf = scratch.borrow_mut();
         buf.clear();
-        serde_json::to_writer(&mut *buf, value).ok()?;
+        write(&mut buf)?;
         let json = buf.as_slice().to_vec();
         // A rare huge entry does not stay resident with the thread.
         if buf.capacity() > 64 * 1024 {
@@ -337,14 +348,24 @@ impl EngineState {
     /// The JSON value of one entry, or `None` if it does not exist (a tombstone).
     pub fn entry_json(&self, key: &StateKey) -> Option<Vec<u8>> {
         match key {
-            StateKey::Case(k) => self.cases.get(k).and_then(exact_json_bytes),
-            StateKey::Customer(k) => self.customers.get(k).and_then(exact_json_bytes),
-            StateKey::Requester(k) => self.requesters.get(k).and_then(exact_json_bytes),
+            StateKey::Case(k) => self.cases.get(k).and_then(|c| {
+                exact_json_bytes(|out| {
+                    json::write_case(out, c);
+                    Some(())
+                })
+            }),
+            StateKey::Customer(k) => self.customers.get(k).and_then(|c| {
+                exact_json_bytes(|out| {
+                    json::write_customer(out, c);
+                    Some(())
+                })
+            }),
+            StateKey::Requester(k) => self.requesters.get(k).and_then(serde_json_bytes),
             StateKey::Parked(case, seq) => self
                 .cases
                 .get(case)
                 .and_then(|c| c.parked.iter().find(|p| p.seq == *seq))
-                .and_then(exact_json_bytes),
+                .and_then(serde_json_bytes),
         }
     }
 
