@@ -22,6 +22,9 @@ use prometheus::{
 };
 
 use super::now_ms;
+use by_topic::ByTopic;
+
+mod by_topic;
 use crate::engine::{Decision, Disposition, ParkReason, SkipReason};
 use crate::model::{CommandKind, SourceKind};
 
@@ -100,8 +103,8 @@ impl NotReady {
 /// Every metric of the connector, registered in its own registry.
 pub struct Stats {
     registry: Registry,
-    consumed: IntCounterVec,
-    produced: IntCounterVec,
+    consumed: ByTopic,
+    produced: ByTopic,
     skipped: IntCounterVec,
     dead_letters: IntCounterVec,
     parked: IntCounterVec,
@@ -251,8 +254,8 @@ impl Stats {
             .map(|kind| commands.with_label_values(&[kind.as_str()]))
             .collect();
         let s = Stats {
-            consumed: counter_vec(&r, names::CONSUMED, "Records read, by topic (inputs and the internal cases topic).", &["topic"]),
-            produced: counter_vec(&r, names::PRODUCED, "Command records handed to the producer, by topic.", &["topic"]),
+            consumed: ByTopic::new(counter_vec(&r, names::CONSUMED, "Records read, by topic (inputs and the internal cases topic).", &["topic"])),
+            produced: ByTopic::new(counter_vec(&r, names::PRODUCED, "Command records handed to the producer, by topic.", &["topic"])),
             skipped: counter_vec(&r, names::SKIPPED, "Events that produced no command on purpose, by rule and reason.", &["rule", "reason"]),
             dead_letters: counter_vec(&r, names::DEAD_LETTERS, "Records sent to the dead-letter topic, by stage and reason.", &["stage", "reason"]),
             parked: counter_vec(&r, names::PARKED, "Events parked to wait for a related record, by reason.", &["reason"]),
@@ -313,7 +316,7 @@ impl Stats {
     // --- what happened to records -------------------------------------------------------------
 
     pub fn consumed(&self, topic: &str) {
-        self.consumed.with_label_values(&[topic]).inc();
+        self.consumed.inc(topic);
     }
 
     /// Cases partition `partition` is applied here from now on: its fence came back after
@@ -338,7 +341,7 @@ impl Stats {
     }
 
     pub fn produced(&self, topic: &str) {
-        self.produced.with_label_values(&[topic]).inc();
+        self.produced.inc(topic);
     }
 
     /// One record handled by `stage` (route or apply) in `took`.
