@@ -286,11 +286,19 @@ pub fn read_until(
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let partitions = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .ok()
-        .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-        .unwrap_or(0);
+    // Asked again (bounded by the deadline) while the broker does not report the topic yet.
+    let partitions = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = consumer
+            .fetch_metadata(Some(topic), left.max(Duration::from_millis(100)))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0);
+        if n > 0 || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         partitions > 0,
         "the broker reports no partitions of topic {topic}: create it before reading it"
