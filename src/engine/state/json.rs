@@ -51,45 +51,26 @@ pub(super) fn write_case(out: &mut Vec<u8>, case: &CaseState) {
         Some(seen) => write_seen(out, seen),
     }
     out.extend_from_slice(b",\"opportunities\":{");
-    for (i, (id, seen)) in opportunities.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    separated(out, opportunities.iter(), |out, (id, seen)| {
         string(out, id);
         out.push(b':');
         write_seen(out, seen);
-    }
+    });
     out.extend_from_slice(b"},\"contact\":");
     optional_string(out, contact.as_deref());
     out.extend_from_slice(b",\"account\":");
     optional_string(out, account.as_deref());
     out.extend_from_slice(b",\"duplicates\":[");
-    for (i, d) in duplicates.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, d);
-    }
+    separated(out, duplicates.iter(), |out, d| string(out, d));
     out.extend_from_slice(b"],\"outcome\":");
-    let (variant, field, value) = match outcome {
-        Outcome::Pending => {
-            out.extend_from_slice(b"\"pending\"");
-            ("", "", "")
+    match outcome {
+        Outcome::Pending => out.extend_from_slice(b"\"pending\""),
+        Outcome::Approved { opportunity } => tagged(out, "approved", "opportunity", opportunity),
+        Outcome::Rejected { reason } => tagged(out, "rejected", "reason", reason),
+        Outcome::Held { reason } => tagged(out, "held", "reason", reason),
+        Outcome::DecidedInCommerce { status } => {
+            tagged(out, "decided_in_commerce", "status", status)
         }
-        Outcome::Approved { opportunity } => ("approved", "opportunity", opportunity.as_str()),
-        Outcome::Rejected { reason } => ("rejected", "reason", reason.as_str()),
-        Outcome::Held { reason } => ("held", "reason", reason.as_str()),
-        Outcome::DecidedInCommerce { status } => ("decided_in_commerce", "status", status.as_str()),
-    };
-    if !variant.is_empty() {
-        // Externally tagged, as serde writes a struct variant: {"variant":{"field":value}}.
-        out.extend_from_slice(b"{\"");
-        out.extend_from_slice(variant.as_bytes());
-        out.extend_from_slice(b"\":{\"");
-        out.extend_from_slice(field.as_bytes());
-        out.extend_from_slice(b"\":");
-        string(out, value);
-        out.extend_from_slice(b"}}");
     }
     out.extend_from_slice(b",\"rejection_email_sent\":");
     boolean(out, *rejection_email_sent);
@@ -149,6 +130,32 @@ fn write_seen(out: &mut Vec<u8>, seen: &Seen) {
     out.push(b'}');
 }
 
+/// The items `write` appends, separated by commas (the brackets are the caller's).
+fn separated<T>(
+    out: &mut Vec<u8>,
+    items: impl Iterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+}
+
+/// A struct variant of one string field, externally tagged as serde writes it:
+/// `{"variant":{"field":value}}`.
+fn tagged(out: &mut Vec<u8>, variant: &str, field: &str, value: &str) {
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(variant.as_bytes());
+    out.extend_from_slice(b"\":{\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    string(out, value);
+    out.extend_from_slice(b"}}");
+}
+
 fn optional_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.extend_from_slice(b"null"),
@@ -186,22 +193,22 @@ mod tests {
     use crate::mapping::EngineConfig;
     use crate::story;
 
-    fn same_as_serde_case(case: &CaseState) {
+    /// What `write` makes of `value` is what serde_json makes of it.
+    fn same_as_serde<T: serde::Serialize>(value: &T, write: fn(&mut Vec<u8>, &T)) {
         let mut ours = Vec::new();
-        write_case(&mut ours, case);
+        write(&mut ours, value);
         assert_eq!(
             String::from_utf8(ours).unwrap(),
-            serde_json::to_string(case).unwrap()
+            serde_json::to_string(value).unwrap()
         );
     }
 
+    fn same_as_serde_case(case: &CaseState) {
+        same_as_serde(case, write_case)
+    }
+
     fn same_as_serde_customer(link: &CustomerLink) {
-        let mut ours = Vec::new();
-        write_customer(&mut ours, link);
-        assert_eq!(
-            String::from_utf8(ours).unwrap(),
-            serde_json::to_string(link).unwrap()
-        );
+        same_as_serde(link, write_customer)
     }
 
     #[test]
