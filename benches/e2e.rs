@@ -40,7 +40,8 @@
 //! producers, the copies' and the connector's alike (default 5, the connector's default).
 //!
 //! `E2E_TRACE=1` prints the connector's progress at every poll of each drain (see `trace_drain`).
-//! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain.
+//! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain, with the
+//! time each waited for a CPU and its context switches (see `thread_times`).
 //!
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
@@ -228,23 +229,62 @@ fn main_thread_cpu_seconds(pid: &str) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/task/{pid}/stat"))
 }
 
-/// CPU seconds by thread name (librdkafka's and rust-rdkafka's threads are named), largest first:
-/// printed after each drain with `E2E_THREADS=1`, to see where the connector's CPU goes.
-fn thread_cpu_seconds(pid: &str) -> Vec<(String, f64)> {
-    let mut by_name: Vec<(String, f64)> = Vec::new();
+/// What one thread name's threads spent, summed: CPU seconds, seconds runnable but waiting for a
+/// CPU (the scheduler's run delay, `/proc/<pid>/task/<tid>/schedstat`), and context switches,
+/// voluntary (it waited for something) and not (it was preempted).
+#[derive(Default)]
+struct ThreadTimes {
+    cpu: f64,
+    run_delay: f64,
+    voluntary: f64,
+    preempted: f64,
+}
+
+/// [`ThreadTimes`] by thread name (librdkafka's and rust-rdkafka's threads are named), most CPU
+/// first: printed after each drain with `E2E_THREADS=1`, to see where the connector's CPU goes and
+/// whether its pipeline thread waited for a core.
+fn thread_times(pid: &str) -> Vec<(String, ThreadTimes)> {
+    let mut by_name: Vec<(String, ThreadTimes)> = Vec::new();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten();
     for task in tasks.flatten() {
         let path = task.path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let read = |file: &str| std::fs::read_to_string(path.join(file)).unwrap_or_default();
+        let name = read("comm").trim().to_string();
         let cpu = stat_cpu_seconds(&path.join("stat").to_string_lossy());
-        match by_name.iter_mut().find(|(n, _)| *n == name.trim()) {
-            Some((_, total)) => *total += cpu,
-            None => by_name.push((name.trim().to_string(), cpu)),
+        // schedstat: nanoseconds on a CPU, nanoseconds waiting on a run queue, time slices.
+        let run_delay = read("schedstat")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1e9;
+        let status = read("status");
+        let switches = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let times = ThreadTimes {
+            cpu,
+            run_delay,
+            voluntary: switches("voluntary_ctxt_switches:"),
+            preempted: switches("nonvoluntary_ctxt_switches:"),
+        };
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => {
+                total.cpu += times.cpu;
+                total.run_delay += times.run_delay;
+                total.voluntary += times.voluntary;
+                total.preempted += times.preempted;
+            }
+            None => by_name.push((name, times)),
         }
     }
-    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name.sort_by(|a, b| b.1.cpu.total_cmp(&a.1.cpu));
     by_name
 }
 
@@ -939,10 +979,17 @@ fn main() {
         std::thread::sleep(AFTER_DRAIN);
         after_rss.push(memory_mib(&child.pid, "VmRSS:"));
         if std::env::var_os("E2E_THREADS").is_some() {
-            for (name, cpu) in thread_cpu_seconds(&child.pid) {
+            eprintln!(
+                "  wall-clock time once running: {:.1} µs per record",
+                running.as_secs_f64() * 1e6 / n as f64
+            );
+            for (name, t) in thread_times(&child.pid) {
                 eprintln!(
-                    "  thread {name:<16} {:>6.1} µs per record",
-                    cpu * 1e6 / n as f64
+                    "  thread {name:<16} {:>6.1} µs per record on a CPU, {:>5.1} waiting for one; {:>6.1} voluntary and {:>6.1} preempted switches per 1,000 records",
+                    t.cpu * 1e6 / n as f64,
+                    t.run_delay * 1e6 / n as f64,
+                    t.voluntary * 1e3 / n as f64,
+                    t.preempted * 1e3 / n as f64,
                 );
             }
         }
