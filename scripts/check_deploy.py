@@ -142,6 +142,11 @@ def check_set(name, values, binary, promtool, work):
                   and not sc.get("capabilities", {}).get("add"))
     check(restricted, f"{name}: the pod meets the restricted pod security profile with a read-only root")
     check(pod["automountServiceAccountToken"] is False, f"{name}: no service account token is mounted")
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    spill_mounts = [m for m in container["volumeMounts"]
+                    if m["name"] in empty_dirs and m["mountPath"] == config["state"]["spill_dir"]]
+    check(len(spill_mounts) == 1 and not spill_mounts[0].get("readOnly"),
+          f"{name}: state.spill_dir ({config['state']['spill_dir']}) is a writable emptyDir under the read-only root")
     env = {e["name"]: e for e in container.get("env", [])}
     secret_env = [n for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})]
     expected_secret_env = [

@@ -126,6 +126,81 @@ async fn with_local_apply_off_every_record_takes_the_cases_hop_and_the_commands_
     drop(registry);
 }
 
+/// With `state.resident_cases` far below the cases owned, most cases wait in the spill file and
+/// are read back as their events come; a restart restores the state topic into a new file. The
+/// commands are the pure engine's all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_the_same_across_a_restart(
+) {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let events = story::generate(23, 40, &EngineConfig::defaults(), START_MS).clean();
+    let (half1, half2) = events.split_at(events.len() / 2);
+    let p = producer(&broker.bootstrap());
+    let spill_dir = std::env::temp_dir().join(format!("partner-sync-spill-{}", std::process::id()));
+    let settings = || {
+        let mut s = settings(&broker.bootstrap(), &registry.url(), "spill");
+        s.state.resident_cases = 4;
+        s.state.spill_dir = spill_dir.clone();
+        s
+    };
+    let spilled = |stats: &partner_sync::runtime::Stats| {
+        stats.value(
+            "partnersync_state_entries",
+            &[("map", "cases"), ("place", "spilled")],
+        )
+    };
+
+    produce(&p, &ids, half1).await;
+    let first_expected = expected_commands(half1);
+    let stats = std::sync::Arc::new(partner_sync::runtime::Stats::new());
+    let first = InProcess::start_with(settings(), stats.clone());
+    let (seen, _) = block_in_place(|| {
+        collect_commands(
+            &broker.bootstrap(),
+            &first_expected,
+            Duration::from_secs(90),
+        )
+    });
+    // The gauges are set at each commit (every 200 ms here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spilled_while_running = spilled(&stats);
+    first.stop_expecting(&first_expected, &seen).await;
+    assert!(
+        spilled_while_running > 0,
+        "cases beyond the bound left memory:\n{}",
+        stats.summary()
+    );
+
+    produce(&p, &ids, half2).await;
+    let expected = expected_commands(&events);
+    let stats = std::sync::Arc::new(partner_sync::runtime::Stats::new());
+    let second = InProcess::start_with(settings(), stats.clone());
+    let (seen, _) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (in_memory, spilled_now) = (
+        stats.value(
+            "partnersync_state_entries",
+            &[("map", "cases"), ("place", "memory")],
+        ),
+        spilled(&stats),
+    );
+    second.stop_expecting(&expected, &seen).await;
+    assert!(
+        spilled_now > 0 && in_memory <= 4,
+        "after the restore, {in_memory} cases in memory (bound 4: 1 per partition) and \
+         {spilled_now} spilled:\n{}",
+        stats.summary()
+    );
+    let left = std::fs::read_dir(&spill_dir).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "spill files are unlinked once opened");
+    let _ = std::fs::remove_dir(&spill_dir);
+    drop(registry);
+}
+
 /// The route stage picks a case's partition itself (to know whether it applies the record here);
 /// an instance of an earlier build leaves the choice to librdkafka. Both must agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ fn run(engine: &Engine, events: Vec<ChangeEvent>) -> (Vec<Command>, EngineState)
         );
         commands.extend(decision.commands);
     }
-    let parked: usize = state.cases.values().map(|c| c.parked.len()).sum();
+    let parked: usize = state.cases.resident_values().map(|c| c.parked.len()).sum();
     assert_eq!(
         parked, 0,
         "every parked event must be completed by the end of the story"
@@ -104,7 +104,7 @@ proptest! {
         let (clean, clean_state) = run(&engine, story.clean());
         let (shuffled, shuffled_state) = run(&engine, deliver(&story, delivery_seed, duplicate_per_mille));
         prop_assert_eq!(by_id(&clean), by_id(&shuffled));
-        let outcomes = |s: &EngineState| s.cases.iter().map(|(k, c)| (k.clone(), c.outcome.clone())).collect::<BTreeMap<_, _>>();
+        let outcomes = |s: &EngineState| s.cases.to_vec().into_iter().map(|(k, c)| (k, c.outcome)).collect::<BTreeMap<_, _>>();
         prop_assert_eq!(outcomes(&clean_state), outcomes(&shuffled_state));
     }
 
@@ -147,6 +147,45 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A state that holds only its few most recently used cases and customer links in memory (the
+    /// rest as their entries' JSON in a cold store) decides every event exactly as one that holds
+    /// them all: the same disposition, commands and touched entries, each entry written with the
+    /// same bytes, the same events expired at the end, and the same state.
+    #[test]
+    fn a_state_holding_few_cases_in_memory_decides_exactly_as_one_holding_all(
+        story_seed in any::<u64>(),
+        delivery_seed in any::<u64>(),
+        prospects in 2usize..12,
+        resident in 1usize..5,
+    ) {
+        use partner_sync::engine::state::MemoryCold;
+        let engine = engine();
+        let story = story::generate(story_seed, prospects, engine.config(), START_MS);
+        let mut all = EngineState::default();
+        let mut few = EngineState::default();
+        few.spill_to(Box::new(MemoryCold::default()), Box::new(MemoryCold::default()), resident);
+        for event in deliver(&story, delivery_seed, 200) {
+            let a = engine.apply(&mut all, event.clone(), START_MS);
+            let b = engine.apply(&mut few, event, START_MS);
+            prop_assert_eq!(format!("{:?}", a.disposition), format!("{:?}", b.disposition));
+            prop_assert_eq!(&a.commands, &b.commands);
+            prop_assert_eq!(&a.touched, &b.touched);
+            for key in &a.touched {
+                prop_assert_eq!(all.entry_json(key), few.entry_json(key), "entry {:?}", key);
+            }
+            // After each decision, cases beyond the bound left memory, unless their parked events
+            // pin them there, and customer links beyond twice the bound.
+            let pinned = few.cases.resident_values().filter(|c| !c.parked.is_empty()).count();
+            prop_assert!(few.cases.resident_len() <= resident.max(pinned), "{} cases in memory, {} pinned", few.cases.resident_len(), pinned);
+            prop_assert!(few.customers.resident_len() <= 2 * resident, "{} customer links in memory", few.customers.resident_len());
+        }
+        prop_assert_eq!(all.keys(), few.keys());
+        let later = START_MS + 10 * 86_400_000;
+        let expired = |s: &mut EngineState| format!("{:?}", engine.expire(s, later));
+        prop_assert_eq!(expired(&mut all), expired(&mut few));
+        prop_assert_eq!(all, few);
+    }
 
     /// Writing only the entries each decision reports as touched (as the runtime does, one compacted
     /// record per entry) and restoring them rebuilds exactly the in-memory state, whatever the order.

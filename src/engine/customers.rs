@@ -112,7 +112,7 @@ impl Engine {
                 Some(case) => case,
                 None => {
                     out.touch(StateKey::Case(lead.to_string()));
-                    state.cases.entry(lead.to_string()).or_default()
+                    state.cases.get_or_default(lead)
                 }
             };
             match case.origin {

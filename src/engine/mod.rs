@@ -201,6 +201,7 @@ impl Engine {
         if !state.unwritten_parked.is_empty() {
             write_legacy_parked(state, &mut out);
         }
+        state.settle();
         Decision {
             disposition,
             commands: out.commands,
@@ -217,7 +218,7 @@ impl Engine {
     /// case-key order and, within a case, in parking order.
     pub fn expire(&self, state: &mut EngineState, now_ms: i64) -> Vec<Expired> {
         let mut expired = Vec::new();
-        for (key, case) in state.cases.iter_mut() {
+        for (key, case) in state.cases.resident_mut() {
             if case.parked.is_empty() {
                 continue;
             }
@@ -234,6 +235,7 @@ impl Engine {
                 reason: p.reason,
             }));
         }
+        state.settle();
         expired.sort_by(|a, b| (&a.case, a.seq).cmp(&(&b.case, b.seq)));
         expired
     }
@@ -245,7 +247,7 @@ impl Engine {
         mut parked: state::Parked,
         out: &mut Out,
     ) -> Disposition {
-        let slot = state.cases.entry(case.to_string()).or_default();
+        let slot = state.cases.get_or_default(case);
         if slot.parked.len() >= self.cfg.max_parked_per_case {
             return Disposition::Rejected(Rejection::TooManyParked {
                 case: case.to_string(),
@@ -307,7 +309,7 @@ impl Engine {
                 }
             }
             // Events parked while re-applying (none today) would be in slot.parked; keep both.
-            let slot = state.cases.entry(case.to_string()).or_default();
+            let slot = state.cases.get_or_default(case);
             still.append(&mut slot.parked);
             slot.parked = still;
             if !progressed {

@@ -26,7 +26,7 @@ impl Engine {
         let company = self.company(&c.header, None);
         let key = ids::lead_id(&company, &r.prospect_id);
         let cause = c.header.change_id.as_str();
-        let case = state.cases.entry(key.clone()).or_default();
+        let case = state.cases.get_or_default(&key);
         if let Some(skip) =
             version_check(case.prospect.as_ref().map(|p| p.version), c.header.version)
         {

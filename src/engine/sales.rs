@@ -34,7 +34,7 @@ impl Engine {
         let r = &c.record;
         let key = r.leadid.as_str();
         let cause = c.header.change_id.as_str();
-        let case = state.cases.entry(key.to_string()).or_default();
+        let case = state.cases.get_or_default(key);
         match case.origin {
             Origin::B2b => {}
             Origin::Foreign => return Disposition::Skipped(SkipReason::NotB2b),
@@ -132,7 +132,7 @@ impl Engine {
             return Disposition::Skipped(SkipReason::NotB2b);
         };
         let cause = c.header.change_id.as_str();
-        let case = state.cases.entry(key.to_string()).or_default();
+        let case = state.cases.get_or_default(key);
         match case.origin {
             Origin::B2b => {}
             Origin::Foreign => return Disposition::Skipped(SkipReason::NotB2b),
@@ -269,21 +269,22 @@ impl Engine {
             ));
             return Disposition::Emitted;
         }
-        let link = |entity: &str, id: &Option<String>| {
-            id.as_ref()
-                .and_then(|id| state.customers.get(&format!("{entity}/{id}")))
+        let record = prospect.record();
+        let (contact, account) = (case.contact.clone(), case.account.clone());
+        // Each link read on its own: a lookup may read a cold one back, so it borrows the map whole.
+        let mut link = |entity: &str, id: &Option<String>| {
+            id.as_ref().and_then(|id| {
+                state
+                    .customers
+                    .get(&format!("{entity}/{id}"))
+                    .map(|l| l.customer_account.clone())
+            })
         };
-        let (Some(person), Some(organization)) = (
-            link("contact", &case.contact),
-            link("account", &case.account),
-        ) else {
+        let (Some(admin_account), Some(org_account)) =
+            (link("contact", &contact), link("account", &account))
+        else {
             return Disposition::Parked(ParkReason::CustomersNotSeen);
         };
-        let (admin_account, org_account) = (
-            person.customer_account.clone(),
-            organization.customer_account.clone(),
-        );
-        let record = prospect.record();
         let organization_name = record.prospect_name.clone().unwrap_or_default();
 
         // The same requester already approved under another prospect: a second Person customer with the

@@ -20,17 +20,18 @@
 //! every record, are written field by field (`state/json.rs`) to the bytes serde_json makes of them;
 //! serde reads every entry back and writes the rarer ones.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use super::sorted::{CaseKeys, SortedMap};
 pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
+pub use resident::{ColdStore, MemoryCold, ResidentMap, Spill};
 
 mod json;
+mod resident;
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
 /// never as one value. Cases and customer links are hash maps: every record looks them up several
@@ -39,10 +40,13 @@ mod json;
 /// foldhash (seeded per process) instead of SipHash: the contact edit path looks its case and
 /// customer up five times, and SipHash of the ~40-byte keys was ~5% of its transform.
 /// Keys are source-system ids, not text a stranger chooses freely.
+///
+/// Both may hold only their most recently used values in memory ([`EngineState::spill_to`],
+/// `state/resident.rs`); every lookup reads a cold value back itself.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineState {
-    pub cases: HashMap<String, CaseState, RandomState>,
-    pub customers: HashMap<String, CustomerLink, RandomState>,
+    pub cases: ResidentMap<CaseState>,
+    pub customers: ResidentMap<CustomerLink>,
     /// `company/normalized-email` → case keys that use it.
     pub requesters: BTreeMap<String, CaseKeys>,
     /// Cases restored from a record written before parked events were entries of their own: their
@@ -321,25 +325,85 @@ impl StateKey {
     }
 }
 
+impl Spill for CaseState {
+    /// A case with parked events stays in memory: they are entries of their own, read from it.
+    fn pinned(&self) -> bool {
+        !self.parked.is_empty()
+    }
+    fn to_json(&self) -> Vec<u8> {
+        exact_json_bytes(|out| {
+            json::write_case(out, self);
+            Some(())
+        })
+        .expect("a case is always written")
+    }
+    fn from_json(bytes: &[u8]) -> Result<CaseState, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl Spill for CustomerLink {
+    fn to_json(&self) -> Vec<u8> {
+        exact_json_bytes(|out| {
+            json::write_customer(out, self);
+            Some(())
+        })
+        .expect("a customer link is always written")
+    }
+    fn from_json(bytes: &[u8]) -> Result<CustomerLink, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
 impl EngineState {
-    /// How many events wait in this state (for the parked-events gauge; walks every case).
+    /// Holds at most `cases` cases and twice as many customer links in memory (pinned cases aside:
+    /// those with parked events), the rest in the two stores given.
+    pub fn spill_to(
+        &mut self,
+        cases: Box<dyn ColdStore>,
+        customers: Box<dyn ColdStore>,
+        resident_cases: usize,
+    ) {
+        self.cases.spill_to(cases, resident_cases);
+        self.customers
+            .spill_to(customers, resident_cases.saturating_mul(2));
+    }
+
+    /// Brings both maps back within their bounds (the engine calls it after each decision):
+    /// within one, a case may leave memory only while no rule holds it, and one that was pinned
+    /// by parked events leaves once they are released.
+    pub fn settle(&mut self) {
+        self.cases.settle();
+        self.customers.settle();
+    }
+
+    /// A new bound for [`Self::spill_to`]'s stores.
+    pub fn set_resident_cases(&mut self, resident_cases: usize) {
+        self.cases.set_cap(resident_cases);
+        self.customers.set_cap(resident_cases.saturating_mul(2));
+    }
+
+    /// How many events wait in this state (for the parked-events gauge; walks the cases in memory,
+    /// which are all that have parked events).
     pub fn parked_count(&self) -> usize {
-        self.cases.values().map(|c| c.parked.len()).sum()
+        self.cases.resident_values().map(|c| c.parked.len()).sum()
     }
 
     /// Every entry's key, in a deterministic order: writing each with its [`Self::entry_json`] and
     /// restoring them rebuilds this state.
     pub fn keys(&self) -> Vec<StateKey> {
         let mut keys = Vec::new();
-        for (k, case) in &self.cases {
-            keys.push(StateKey::Case(k.clone()));
-            keys.extend(
-                case.parked
-                    .iter()
-                    .map(|p| StateKey::Parked(k.clone(), p.seq)),
-            );
+        for k in self.cases.keys() {
+            if let Some(case) = self.cases.resident(&k) {
+                keys.extend(
+                    case.parked
+                        .iter()
+                        .map(|p| StateKey::Parked(k.clone(), p.seq)),
+                );
+            }
+            keys.push(StateKey::Case(k));
         }
-        keys.extend(self.customers.keys().cloned().map(StateKey::Customer));
+        keys.extend(self.customers.keys().into_iter().map(StateKey::Customer));
         keys.extend(self.requesters.keys().cloned().map(StateKey::Requester));
         keys.sort();
         keys
@@ -348,22 +412,13 @@ impl EngineState {
     /// The JSON value of one entry, or `None` if it does not exist (a tombstone).
     pub fn entry_json(&self, key: &StateKey) -> Option<Vec<u8>> {
         match key {
-            StateKey::Case(k) => self.cases.get(k).and_then(|c| {
-                exact_json_bytes(|out| {
-                    json::write_case(out, c);
-                    Some(())
-                })
-            }),
-            StateKey::Customer(k) => self.customers.get(k).and_then(|c| {
-                exact_json_bytes(|out| {
-                    json::write_customer(out, c);
-                    Some(())
-                })
-            }),
+            StateKey::Case(k) => self.cases.json(k),
+            StateKey::Customer(k) => self.customers.json(k),
             StateKey::Requester(k) => self.requesters.get(k).and_then(serde_json_bytes),
+            // A case with parked events is in memory (it is pinned there).
             StateKey::Parked(case, seq) => self
                 .cases
-                .get(case)
+                .resident(case)
                 .and_then(|c| c.parked.iter().find(|p| p.seq == *seq))
                 .and_then(serde_json_bytes),
         }
@@ -397,7 +452,7 @@ impl EngineState {
             (StateKey::Parked(k, seq), Some(v)) => {
                 let mut parked: Parked = serde_json::from_slice(v)?;
                 parked.seq = *seq;
-                let list = &mut self.cases.entry(k.clone()).or_default().parked;
+                let list = &mut self.cases.get_or_default(k).parked;
                 match list.binary_search_by_key(seq, |p| p.seq) {
                     Ok(i) => list[i] = parked,
                     Err(i) => list.insert(i, parked),
@@ -409,7 +464,7 @@ impl EngineState {
                 }
             }
             (StateKey::Customer(k), Some(v)) => {
-                drop(self.customers.insert(k.clone(), serde_json::from_slice(v)?))
+                self.customers.insert(k.clone(), serde_json::from_slice(v)?)
             }
             (StateKey::Requester(k), Some(v)) => drop(
                 self.requesters

@@ -207,7 +207,10 @@ fn rule3_won_opportunity_approves_and_builds_the_hierarchy_with_the_requester_as
         ("Admin", "B2B organization", "Fabrikam")
     );
     assert_eq!(
-        s.cases[&ids::lead_id("usrt", "P3")].outcome,
+        s.cases
+            .resident(&ids::lead_id("usrt", "P3"))
+            .unwrap()
+            .outcome,
         Outcome::Approved {
             opportunity: "o3".into()
         }
@@ -306,7 +309,11 @@ fn an_older_version_is_stale_and_the_same_version_a_duplicate() {
         Disposition::Skipped(SkipReason::StaleVersion)
     );
     assert!(
-        s.cases[&ids::lead_id("usrt", "P7")].outcome.is_pending(),
+        s.cases
+            .resident(&ids::lead_id("usrt", "P7"))
+            .unwrap()
+            .outcome
+            .is_pending(),
         "a stale disqualify must not reject"
     );
 }
@@ -526,7 +533,10 @@ fn parked_events_in_a_case_record_of_an_earlier_build_are_restored_and_written_a
     // The case record as an earlier build wrote it: its parked events inside, without numbers.
     let mut old: serde_json::Value =
         serde_json::from_slice(&s.entry_json(&StateKey::Case(case.clone())).unwrap()).unwrap();
-    let parked: Vec<serde_json::Value> = s.cases[&case]
+    let parked: Vec<serde_json::Value> = s
+        .cases
+        .resident(&case)
+        .unwrap()
         .parked
         .iter()
         .map(|p| {
@@ -546,7 +556,7 @@ fn parked_events_in_a_case_record_of_an_earlier_build_are_restored_and_written_a
         )
         .unwrap();
     assert_eq!(restored.parked_count(), 2, "not dropped");
-    assert_eq!(restored.cases[&case].next_parked, 2);
+    assert_eq!(restored.cases.resident(&case).unwrap().next_parked, 2);
 
     // The next write of the case writes them too, as entries of their own.
     let third = e.apply(&mut restored, contact("P4", "c4c"), 1_002);
@@ -581,7 +591,11 @@ fn fields_move_into_the_customer_only_after_the_rule_will_not_park_and_a_source_
         e.apply(&mut s, early, 0).disposition,
         Disposition::Parked(ParkReason::LeadNotSeen)
     );
-    let parked = &s.cases[&ids::lead_id("usrt", "P30")].parked[0];
+    let parked = &s
+        .cases
+        .resident(&ids::lead_id("usrt", "P30"))
+        .unwrap()
+        .parked[0];
     let ChangeEvent::Contact(kept) = parked.event.as_ref() else {
         panic!("{:?}", parked.event)
     };
@@ -639,7 +653,16 @@ fn a_case_entry_writes_its_latest_prospect_as_plain_json_and_restores_to_the_sam
     // serde_json makes of the record.
     assert_eq!(s.entry_json(&case).unwrap(), written);
     let value: serde_json::Value = serde_json::from_slice(&written).unwrap();
-    let plain = serde_json::to_value(s.cases[&id].prospect.as_ref().unwrap().record()).unwrap();
+    let plain = serde_json::to_value(
+        s.cases
+            .resident(&id)
+            .unwrap()
+            .prospect
+            .as_ref()
+            .unwrap()
+            .record(),
+    )
+    .unwrap();
     assert_eq!(value["prospect"]["record"], plain);
 
     // An edited prospect replaces the record, and its case entry carries the edit, not the first.
@@ -685,9 +708,19 @@ fn a_case_whose_prospect_an_earlier_build_wrote_otherwise_restores_and_is_writte
     let mut restored = EngineState::default();
     restored.restore_entry(&case, Some(&other)).unwrap();
     assert_eq!(restored.entry_json(&case).unwrap(), written);
-    assert_eq!(restored.cases[&id].prospect, s.cases[&id].prospect);
     assert_eq!(
-        restored.cases[&id].prospect.as_ref().unwrap().prospect_id(),
+        restored.cases.resident(&id).unwrap().prospect,
+        s.cases.resident(&id).unwrap().prospect
+    );
+    assert_eq!(
+        restored
+            .cases
+            .resident(&id)
+            .unwrap()
+            .prospect
+            .as_ref()
+            .unwrap()
+            .prospect_id(),
         "P10"
     );
 }

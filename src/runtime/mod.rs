@@ -15,6 +15,7 @@ pub mod order;
 pub mod partitioner;
 pub mod pipeline;
 pub mod restore;
+pub mod spill;
 pub mod stats;
 pub mod trace;
 pub mod tracker;
@@ -295,6 +296,9 @@ pub async fn run_with(
 ) -> Result<Arc<Stats>, RuntimeError> {
     let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
     let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
+    if settings.state.resident_cases > 0 {
+        spill::check_dir(&settings.state.spill_dir).map_err(RuntimeError::Config)?;
+    }
     let engine = Engine::new(cfg);
     let topics = Topics::new(&settings.topics);
     // Built on another thread while the clients start: it loads the system's CA certificates

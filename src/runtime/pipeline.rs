@@ -122,6 +122,8 @@ pub struct Pipeline {
     /// Records taken since glibc's freed memory was last given back (see
     /// [`Pipeline::trim_during_burst`]).
     taken_since_trim: u64,
+    /// Spill-file refusals already logged (`Pipeline::report_state`).
+    spill_refusals_seen: u64,
 }
 
 /// Where a record sits in the tracker of the partition it is processed in.
@@ -220,6 +222,7 @@ impl Pipeline {
             paused_since: None,
             taken_since_give_back: 0,
             taken_since_trim: 0,
+            spill_refusals_seen: 0,
             settings,
         }
     }
@@ -324,6 +327,7 @@ impl Pipeline {
                 }
                 Event::Commit => {
                     self.commit(CommitMode::Async);
+                    self.report_state();
                     self.give_back_after_burst();
                     let result = self.resend_overdue_fences().await;
                     self.settle(result)?;
@@ -594,6 +598,7 @@ impl Pipeline {
         for state in dropped {
             self.stats.parked_moved(-(state.parked_count() as i64));
         }
+        self.share_resident_cases();
     }
 
     fn tp(&mut self, topic: &str, partition: i32) -> u32 {

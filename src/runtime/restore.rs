@@ -6,12 +6,14 @@
 //! wait for the previous (on Tansu ~0.1–0.5 s each; on a cluster it grows with the state's size).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::spill::FileCold;
 use super::stats::Stats;
 use super::RuntimeError;
 use crate::engine::{EngineState, StateKey};
@@ -20,6 +22,14 @@ use crate::settings::{ClientRole, KafkaSettings};
 /// How long one partition's restore may take before the connector stops with an error.
 const BUDGET: Duration = Duration::from_secs(120);
 
+/// Where a restored state keeps what it does not hold in memory: files under `dir`, at most
+/// `resident_cases` cases in memory (`engine/state/resident.rs`).
+#[derive(Debug, Clone)]
+pub struct Spill {
+    pub dir: PathBuf,
+    pub resident_cases: usize,
+}
+
 /// Restores `partitions` of the state topic concurrently; returns each partition's state. Keeps the
 /// liveness heartbeat going while it waits, on purpose.
 pub async fn restore_all(
@@ -27,6 +37,7 @@ pub async fn restore_all(
     fence_producer: &FutureProducer,
     state_topic: &str,
     partitions: &[i32],
+    spill: Option<Spill>,
     stats: &Stats,
 ) -> Result<Vec<(i32, EngineState)>, RuntimeError> {
     let fence_key = format!("fence/{}", kafka.client_id);
@@ -61,11 +72,11 @@ pub async fn restore_all(
                 )))
             }
         };
-        let (kafka, topic) = (kafka.clone(), state_topic.to_string());
+        let (kafka, topic, spill) = (kafka.clone(), state_topic.to_string(), spill.clone());
         readers.push((
             partition,
             tokio::task::spawn_blocking(move || {
-                let read = read_partition(&kafka, &topic, partition, fence, BUDGET);
+                let read = read_partition(&kafka, &topic, partition, fence, spill, BUDGET);
                 crate::alloc::collect_this_threads_garbage();
                 read
             }),
@@ -87,6 +98,7 @@ pub async fn restore_all(
             partition,
             records,
             cases = state.cases.len(),
+            cases_in_memory = state.cases.resident_len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "State restored."
         );
@@ -116,6 +128,7 @@ fn read_partition(
     topic: &str,
     partition: i32,
     fence: i64,
+    spill: Option<Spill>,
     budget: Duration,
 ) -> Result<(EngineState, u64), String> {
     let reader: BaseConsumer = kafka
@@ -159,6 +172,16 @@ fn read_partition(
     }
     close_later(reader);
     let mut state = EngineState::default();
+    if let Some(spill) = spill {
+        state.spill_to(
+            Box::new(FileCold::create(&spill.dir, &format!("cases-{partition}"))?),
+            Box::new(FileCold::create(
+                &spill.dir,
+                &format!("customers-{partition}"),
+            )?),
+            spill.resident_cases,
+        );
+    }
     for (key, (offset, value)) in latest {
         let Some(key) = std::str::from_utf8(&key).ok().and_then(StateKey::parse) else {
             continue; // a fence, or a record that is not ours

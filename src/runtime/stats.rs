@@ -134,6 +134,8 @@ pub struct Stats {
     intake_pauses: IntCounter,
     restores: IntCounter,
     state_records: IntCounter,
+    /// `partnersync_state_entries` by map and place: cases, customer links; in memory, spilled.
+    state_entries: [IntGauge; 4],
     ready_gauge: IntGauge,
     assigned: AtomicBool,
     producer_up: AtomicBool,
@@ -280,6 +282,19 @@ impl Stats {
             intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
             restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
             state_records: counter(&r, names::STATE_RECORDS, "State entries handed to the producer for the state topic, after same-key writes released together were coalesced."),
+            state_entries: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "partnersync_state_entries",
+                        "Cases and customer links of this instance's partitions, by where they are: in memory, or in the spill file (state.resident_cases).",
+                    ),
+                    &["map", "place"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                [("cases", "memory"), ("cases", "spilled"), ("customer_links", "memory"), ("customer_links", "spilled")]
+                    .map(|(map, place)| g.with_label_values(&[map, place]))
+            },
             ready_gauge: gauge(&r, "partnersync_ready", "1 when partitions are assigned, the producer is connected and the registry is reachable."),
             registry: r,
             assigned: AtomicBool::new(false),
@@ -400,6 +415,14 @@ impl Stats {
             .with_label_values(&[reason.as_str()])
             .inc();
         self.parked_events.dec();
+    }
+
+    /// Where the owned partitions' cases and customer links are now: `[in memory, spilled]` each.
+    pub fn state_held(&self, cases: [usize; 2], customer_links: [usize; 2]) {
+        let all = [cases[0], cases[1], customer_links[0], customer_links[1]];
+        for (gauge, n) in self.state_entries.iter().zip(all) {
+            gauge.set(n as i64);
+        }
     }
 
     /// A partition's state arrived (restored) or left (revoked) with `parked` events waiting in it.

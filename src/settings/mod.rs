@@ -37,6 +37,7 @@ pub struct Settings {
     pub topics: TopicSettings,
     pub registry: RegistrySettings,
     pub delivery: DeliverySettings,
+    pub state: StateSettings,
     pub telemetry: TelemetrySettings,
 }
 

@@ -305,6 +305,26 @@ pub struct DeliverySettings {
     pub local_apply: bool,
 }
 
+/// How much of the engine's state an instance holds in memory (see `engine/state/resident.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// Cases held in memory per instance, shared by the cases partitions it owns; customer links,
+    /// twice as many. The least recently used beyond it wait in a file under `spill_dir`. 0 holds
+    /// every case in memory.
+    pub resident_cases: usize,
+    /// Where those files are made (an emptyDir in Kubernetes). Each is unlinked once opened.
+    pub spill_dir: std::path::PathBuf,
+}
+
+impl StateSettings {
+    /// The cases each of `partitions` owned cases partitions may hold in memory, or `None` for
+    /// all of them.
+    pub fn resident_per_partition(&self, partitions: usize) -> Option<usize> {
+        (self.resident_cases > 0).then(|| self.resident_cases.div_ceil(partitions.max(1)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

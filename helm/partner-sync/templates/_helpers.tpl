@@ -39,7 +39,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "partner-sync.config" -}}
 {{- $owned := dict
       "telemetry" (dict "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) "log_format" "json")
-      "delivery" (dict "shutdown_budget_seconds" (int .Values.shutdownBudgetSeconds)) -}}
+      "delivery" (dict "shutdown_budget_seconds" (int .Values.shutdownBudgetSeconds))
+      "state" (dict "spill_dir" .Values.spillVolume.mountPath) -}}
 {{- $config := mustMergeOverwrite (deepCopy .Values.config) $owned -}}
 {{- toToml $config -}}
 {{- end -}}

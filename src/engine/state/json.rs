@@ -222,11 +222,11 @@ mod tests {
             for key in &decision.touched {
                 match key {
                     super::super::StateKey::Case(k) => {
-                        same_as_serde_case(&state.cases[k]);
+                        same_as_serde_case(state.cases.resident(k).unwrap());
                         cases += 1;
                     }
                     super::super::StateKey::Customer(k) => {
-                        same_as_serde_customer(&state.customers[k]);
+                        same_as_serde_customer(state.customers.resident(k).unwrap());
                         customers += 1;
                     }
                     _ => {}
@@ -235,7 +235,7 @@ mod tests {
         }
         let outcomes: std::collections::BTreeSet<&str> = state
             .cases
-            .values()
+            .resident_values()
             .map(|c| match c.outcome {
                 Outcome::Pending => "pending",
                 Outcome::Approved { .. } => "approved",

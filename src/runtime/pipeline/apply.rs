@@ -48,11 +48,13 @@ impl Pipeline {
         if partitions.is_empty() {
             return Ok(());
         }
+        let spill = self.spill_for(self.states.len() + partitions.len());
         let restored = restore::restore_all(
             &self.settings.kafka,
             &self.fence_producer,
             &self.topics.state,
             &partitions,
+            spill,
             &self.stats,
         )
         .await?;
@@ -64,7 +66,60 @@ impl Pipeline {
                 self.start_local(partition).await?;
             }
         }
+        self.share_resident_cases();
         Ok(())
+    }
+
+    /// Where a state restored now spills, when `owned` cases partitions share the instance's
+    /// `state.resident_cases`.
+    fn spill_for(&self, owned: usize) -> Option<restore::Spill> {
+        let s = &self.settings.state;
+        s.resident_per_partition(owned)
+            .map(|resident_cases| restore::Spill {
+                dir: s.spill_dir.clone(),
+                resident_cases,
+            })
+    }
+
+    /// Divides `state.resident_cases` between the cases partitions owned now.
+    pub(super) fn share_resident_cases(&mut self) {
+        if let Some(each) = self
+            .settings
+            .state
+            .resident_per_partition(self.states.len())
+        {
+            for state in self.states.values_mut() {
+                state.set_resident_cases(each);
+            }
+        }
+    }
+
+    /// Sets the state gauges, and warns once more each time the spill file refused values
+    /// (they stay in memory: with a full or broken volume, memory grows with the cases again).
+    pub(super) fn report_state(&mut self) {
+        let (mut cases, mut links, mut refused) = ([0; 2], [0; 2], 0);
+        let mut why = None;
+        for state in self.states.values() {
+            cases[0] += state.cases.resident_len();
+            cases[1] += state.cases.len() - state.cases.resident_len();
+            links[0] += state.customers.resident_len();
+            links[1] += state.customers.len() - state.customers.resident_len();
+            for (n, last) in [state.cases.refused(), state.customers.refused()] {
+                refused += n;
+                why = why.or(last.map(str::to_string));
+            }
+        }
+        self.stats.state_held(cases, links);
+        if refused > self.spill_refusals_seen {
+            tracing::warn!(
+                refused,
+                error = why.as_deref().unwrap_or(""),
+                spill_dir = %self.settings.state.spill_dir.display(),
+                "The state's spill file refused entries, which stay in memory. Free or enlarge the \
+                 volume behind state.spill_dir; until then memory grows with the cases owned."
+            );
+        }
+        self.spill_refusals_seen = refused;
     }
 
     /// Applies a record of cases partition `partition` (tracked there as `at`), whose `source` is
