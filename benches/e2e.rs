@@ -43,6 +43,9 @@
 //! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain, with the
 //! time each waited for a CPU and its context switches (see `thread_times`).
 //!
+//! `E2E_RESIDENT_CASES` sets the connector's `state.resident_cases` (0 holds every case in memory),
+//! for an A/B of the spill file on one build.
+//!
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
 //!
@@ -462,6 +465,14 @@ fn connector_toml(
         "E2E_ORDER_WINDOW_KIB",
         PARTITION_FETCH_BYTES as usize / 1024,
     );
+    // `E2E_RESIDENT_CASES` sets state.resident_cases (0: every case in memory); unset, the
+    // build's default, and no [state] section (which builds before it would refuse).
+    let state = std::env::var("E2E_RESIDENT_CASES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(String::new(), |n| {
+            format!("[state]\nresident_cases = {n}\n")
+        });
     let text = format!(
         r#"
 [kafka]
@@ -479,7 +490,7 @@ auto_register = true
 [delivery]
 commit_interval_ms = {COMMIT_INTERVAL_MS}
 order_window_kib = {window_kib}
-[telemetry]
+{state}[telemetry]
 listen = "127.0.0.1:{port}"
 log_format = "json"
 [kafka.extra]
@@ -999,8 +1010,20 @@ fn main() {
             .map_or("state entries not counted by this build".to_string(), |s| {
                 format!("{s:.0} state entries ({:.2} per input)", s / n as f64)
             });
+        // Where its cases are once drained (absent from builds before state.resident_cases).
+        let held = |place: &str| {
+            scrape(
+                child.port,
+                "partnersync_state_entries",
+                &format!("map=\"cases\",place=\"{place}\""),
+            )
+        };
+        let cases = match (held("memory"), held("spilled")) {
+            (Some(m), Some(s)) => format!(", cases {m:.0} in memory and {s:.0} spilled"),
+            _ => String::new(),
+        };
         eprintln!(
-            "round {round}: raw copy {:.0} records/s ({:.0} once running), the connector's writes copied {:.0} once running, partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB ({:.0} MiB {} s after), {states}",
+            "round {round}: raw copy {:.0} records/s ({:.0} once running), the connector's writes copied {:.0} once running, partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB ({:.0} MiB {} s after), {states}{cases}",
             raw[round], raw_running[round], fan_running[round], full[round], full_running[round], rss[round],
             after_rss[round], AFTER_DRAIN.as_secs()
         );

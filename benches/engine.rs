@@ -25,6 +25,7 @@ use partner_sync::mapping::EngineConfig;
 use partner_sync::model::{
     Change, ChangeEvent, Command, CommandKind, Contact, CustomerUpsert, SourceKind,
 };
+use partner_sync::runtime::spill::FileCold;
 use partner_sync::story;
 
 const PROSPECTS: usize = 2_000;
@@ -45,9 +46,16 @@ struct StateMemory {
 /// pipeline writes them, less those before the events were generated (the events and the
 /// entries' bytes are freed by then). Its entries as the state topic holds them (JSON) are
 /// printed beside it, for scale.
-fn state_memory(engine: &Engine, stories: usize) -> StateMemory {
+///
+/// With `resident`, the state holds at most that many cases in memory and the rest in spill
+/// files, as the runtime's does (`state.resident_cases`); the spill files' index and write buffer
+/// count among the heap's bytes.
+fn state_memory(engine: &Engine, stories: usize, resident: Option<usize>) -> StateMemory {
     let before = partner_sync::alloc::live_heap_bytes();
     let mut state = EngineState::default();
+    if let Some(cap) = resident {
+        spill(&mut state, cap);
+    }
     for e in story::generate(7, stories, engine.config(), 1_772_442_000_000).clean() {
         let decision = engine.apply(&mut state, e, 0);
         for key in &decision.touched {
@@ -68,6 +76,51 @@ fn state_memory(engine: &Engine, stories: usize) -> StateMemory {
         links_per_case: state.customers.len() as f64 / cases as f64,
         json_per_case: json as f64 / cases as f64,
     }
+}
+
+/// Has `state` hold at most `cases` cases in memory, the rest in spill files under the system's
+/// temporary directory (unlinked once opened), as the runtime does.
+fn spill(state: &mut EngineState, cases: usize) {
+    let dir = std::env::temp_dir().join("partner-sync-bench-spill");
+    let file = |label: &str| Box::new(FileCold::create(&dir, label).expect("a writable temp dir"));
+    state.spill_to(file("cases"), file("customers"), cases);
+}
+
+/// ns per contact edit through the pipeline's transform when the edits go round-robin over the
+/// [`PROSPECTS`] cases (each edit to another case than the one before), on a state holding every
+/// case in memory (`resident` `None`) or at most `resident` of them: then, below the number of
+/// cases, nearly every edit reads its case and customer link back from the spill file and sends
+/// others there. One pass on a freshly built state each (the edits are new versions once).
+fn round_robin_edits(engine: &Engine, codec: &Codec, resident: Option<usize>) -> f64 {
+    let mut state = EngineState::default();
+    if let Some(cap) = resident {
+        spill(&mut state, cap);
+    }
+    let story = story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000);
+    let mut firsts = Vec::new();
+    for case in story.cases {
+        let causal = case.causal();
+        firsts.extend(causal.iter().find_map(|e| match e {
+            ChangeEvent::Contact(c) => Some(c.clone()),
+            _ => None,
+        }));
+        for e in causal {
+            engine.apply(&mut state, e, 0);
+        }
+    }
+    let edits: Vec<_> = (0..12)
+        .flat_map(|n| firsts.iter().map(move |c| (n, c)))
+        .map(|(n, c)| {
+            let mut e = c.clone();
+            e.header.version += 100 + n;
+            e.header.change_id = format!("{}-edit-{n}", c.header.change_id);
+            e.record.telephone1 = Some(format!("+1 206 555 {n:04}"));
+            encode(codec, &ChangeEvent::Contact(e))
+        })
+        .collect();
+    let clock = Instant::now();
+    transform_all(engine, codec, &mut state, &edits);
+    clock.elapsed().as_nanos() as f64 / edits.len() as f64
 }
 
 /// An input record as the order window and the in-flight trackers held it before 0ce4e47 (a topic
@@ -394,10 +447,30 @@ fn summary() {
     println!(
         "    of which encode:         {encode:>8.0} ns/record  (the customer upsert into framed Avro)"
     );
-    let memory = state_memory(&engine, STATE_CASES);
+    let memory = state_memory(&engine, STATE_CASES, None);
     println!(
         "  state in memory:           {:>8.0} bytes per case  ({} cases of {STATE_CASES} stories, {:.2} customer links each; as JSON entries {:.0} bytes per case)",
         memory.bytes_per_case, memory.cases, memory.links_per_case, memory.json_per_case
+    );
+    let resident = STATE_CASES / 4;
+    let spilled = state_memory(&engine, STATE_CASES, Some(resident));
+    println!(
+        "    at most {resident} in memory:   {:>8.0} bytes per case  (the rest in spill files, state.resident_cases; their index and write buffer included)",
+        spilled.bytes_per_case
+    );
+    let (mut all_in, mut read_back, mut ratios) = (f64::MAX, f64::MAX, Vec::new());
+    for _ in 0..3 {
+        let a = round_robin_edits(&engine, &codec, None);
+        let b = round_robin_edits(&engine, &codec, Some(PROSPECTS / 4));
+        all_in = all_in.min(a);
+        read_back = read_back.min(b);
+        ratios.push(b / a);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  contact edits round-robin: {all_in:>8.0} ns/record every case in memory; {read_back:.0} with {} of {PROSPECTS} in memory, nearly every edit's case read back from the spill file ({:.2}x, median of 3 pairs)",
+        PROSPECTS / 4,
+        ratios[1]
     );
     let (now, then, counted) = window_memory(&edits);
     println!(

@@ -75,6 +75,7 @@ impl ColdStore for MemoryCold {
     }
 }
 
+#[derive(Clone)]
 struct Slot<V> {
     value: V,
     /// The map's clock when the value was last looked up: the smallest leave first.
@@ -90,6 +91,9 @@ struct Slot<V> {
 pub struct ResidentMap<V> {
     hot: HashMap<String, Slot<V>, RandomState>,
     cold: Option<Box<dyn ColdStore>>,
+    /// How many values the cold store holds, kept here so that a lookup in a map with nothing
+    /// cold costs no call through the store (the runtime always sets one).
+    cold_len: usize,
     cap: usize,
     clock: u64,
     /// Values the cold store refused (they stayed in memory), and why the last one was.
@@ -105,6 +109,7 @@ impl<V> Default for ResidentMap<V> {
         ResidentMap {
             hot: HashMap::default(),
             cold: None,
+            cold_len: 0,
             cap: usize::MAX,
             clock: 0,
             refused: 0,
@@ -117,6 +122,7 @@ impl<V> Default for ResidentMap<V> {
 impl<V: Spill> ResidentMap<V> {
     /// Moves values beyond `cap` (at least 1) into `cold`, now and as the map grows.
     pub fn spill_to(&mut self, cold: Box<dyn ColdStore>, cap: usize) {
+        self.cold_len = cold.len();
         self.cold = Some(cold);
         self.set_cap(cap);
     }
@@ -134,18 +140,17 @@ impl<V: Spill> ResidentMap<V> {
     }
 
     /// The value of `key`, read back into memory if it is cold.
+    #[inline]
     pub fn get(&mut self, key: &str) -> Option<&V> {
         self.get_mut(key).map(|v| &*v)
     }
 
     /// The value of `key`, read back into memory if it is cold.
+    #[inline]
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         self.clock += 1;
-        if self.cold.is_none() {
-            // Everything is in memory: one lookup, as a plain map.
-            return self.hot.get_mut(key).map(|s| &mut s.value);
-        }
-        if !self.hot.contains_key(key) {
+        // With nothing cold, a miss in memory is a miss: one lookup, as a plain map.
+        if self.cold_len > 0 && !self.hot.contains_key(key) {
             let value = self.take_cold(key)?;
             self.hot.insert(
                 key.to_string(),
@@ -175,8 +180,11 @@ impl<V: Spill> ResidentMap<V> {
     /// Sets `key`'s value (and forgets a cold one).
     pub fn insert(&mut self, key: String, value: V) {
         self.clock += 1;
-        if let Some(cold) = self.cold.as_mut() {
-            cold.remove(&key);
+        if self.cold_len > 0 {
+            if let Some(cold) = self.cold.as_mut() {
+                cold.remove(&key);
+                self.cold_len = cold.len();
+            }
         }
         let used = self.clock;
         let evict = self.hot.len() >= self.cap && !self.hot.contains_key(&key);
@@ -188,13 +196,18 @@ impl<V: Spill> ResidentMap<V> {
 
     /// Removes `key`; true if it was there.
     pub fn remove(&mut self, key: &str) -> bool {
-        let cold = self.cold.as_mut().is_some_and(|c| c.remove(key));
+        let cold = self.cold_len > 0 && self.cold.as_mut().is_some_and(|c| c.remove(key));
+        if cold {
+            self.cold_len -= 1;
+        }
         self.hot.remove(key).is_some() || cold
     }
 
     /// Whether `key` has a value, in memory or not (reads nothing back).
+    #[inline]
     pub fn contains_key(&self, key: &str) -> bool {
-        self.hot.contains_key(key) || self.cold.as_ref().is_some_and(|c| c.contains(key))
+        self.hot.contains_key(key)
+            || (self.cold_len > 0 && self.cold.as_ref().is_some_and(|c| c.contains(key)))
     }
 
     /// The state-entry JSON of `key`'s value, wherever it is (reads nothing back into memory).
@@ -260,7 +273,12 @@ impl<V: Spill> ResidentMap<V> {
 
     /// How many values there are, in memory or not.
     pub fn len(&self) -> usize {
-        self.hot.len() + self.cold.as_ref().map_or(0, |c| c.len())
+        debug_assert_eq!(
+            self.cold_len,
+            self.cold.as_ref().map_or(0, |c| c.len()),
+            "the count of cold values follows the store"
+        );
+        self.hot.len() + self.cold_len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -284,6 +302,7 @@ impl<V: Spill> ResidentMap<V> {
             .get(key)
             .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
         cold.remove(key);
+        self.cold_len -= 1;
         Some(V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e))))
     }
 
@@ -326,6 +345,7 @@ impl<V: Spill> ResidentMap<V> {
         if leaving.len() == n {
             self.retry_above = 0;
         }
+        self.cold_len += leaving.len();
         for k in leaving {
             self.hot.remove(&k);
         }
@@ -366,20 +386,10 @@ impl<V: Clone> Clone for ResidentMap<V> {
             "a state with a cold store is not copied"
         );
         ResidentMap {
-            hot: self
-                .hot
-                .iter()
-                .map(|(k, s)| {
-                    (
-                        k.clone(),
-                        Slot {
-                            value: s.value.clone(),
-                            used: s.used,
-                        },
-                    )
-                })
-                .collect(),
+            // The table as it is: rebuilding it would hash every key again.
+            hot: self.hot.clone(),
             cold: None,
+            cold_len: 0,
             cap: self.cap,
             clock: self.clock,
             refused: self.refused,
