@@ -12,7 +12,8 @@
 //!   fields in declaration order for the codec. No I/O, no Kafka, no Avro.
 //! - [`engine`]: the pure sync core. `Engine::apply(state, event, now)` decides the commands and what
 //!   became of the event (emitted, skipped with a reason, parked, rejected). Its state is one
-//!   serializable value so the runtime can keep it in a compacted topic.
+//!   serializable value so the runtime can keep it in a compacted topic; its cases beyond a bound
+//!   wait out of memory in a cold store the runtime hands in (`engine::state::ResidentMap`).
 //! - [`mapping`]: mapping tables, value maps and templates from configuration, checked once at start.
 //! - [`settings`]: the typed settings struct and its layered loading (defaults, file, environment).
 //! - [`scenario`]: readable scenario files (events in order → expected commands) and their runner,
@@ -24,8 +25,8 @@
 //!   summary checked against the engine.
 //! - [`runtime`]: the Kafka pipeline — route inputs by case (at once to the apply stage when this
 //!   instance owns the case's partition, else through the cases topic), apply the engine with
-//!   per-partition state restored from a compacted topic, produce commands, dead letters, commit
-//!   what is done.
+//!   per-partition state restored from a compacted topic (its cold cases in an unlinked spill file,
+//!   `runtime::spill`), produce commands, dead letters, commit what is done.
 //! - [`http`]: a minimal HTTP/1.1 server for small JSON and text endpoints.
 //! - [`logging`]: JSON logs in a cluster, text on a terminal, with the per-record span.
 //! - [`alloc`]: the global allocator (mimalloc).
