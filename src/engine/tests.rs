@@ -724,3 +724,23 @@ fn a_case_whose_prospect_an_earlier_build_wrote_otherwise_restores_and_is_writte
         "P10"
     );
 }
+
+#[test]
+fn a_prospect_read_back_takes_its_id_from_the_record_whether_written_first_escaped_or_elsewhere() {
+    use crate::engine::state::ProspectSeen;
+    let read = |record: &str| {
+        let text = format!(r#"{{"version":3,"deleted":false,"record":{record}}}"#);
+        serde_json::from_str::<ProspectSeen>(&text).unwrap()
+    };
+    // As this build writes it: the id first, escapes included.
+    let first = read(r#"{"ProspectId":"P\"1\u00e9","ProspectName":"Fabrikam"}"#);
+    assert_eq!((first.prospect_id(), first.version), ("P\"1é", 3));
+    // As another writer may have: the id elsewhere, or spaced.
+    assert_eq!(
+        read(r#"{"ProspectName":"Fabrikam","ProspectId":"P2"}"#).prospect_id(),
+        "P2"
+    );
+    assert_eq!(read(r#"{ "ProspectId" : "P3" }"#).prospect_id(), "P3");
+    let text = r#"{"version":1,"deleted":false,"record":{"ProspectName":"no id"}}"#;
+    assert!(serde_json::from_str::<ProspectSeen>(text).is_err());
+}
