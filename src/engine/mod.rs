@@ -201,7 +201,7 @@ impl Engine {
         if !state.unwritten_parked.is_empty() {
             write_legacy_parked(state, &mut out);
         }
-        state.settle();
+        state.settle(&out.touched);
         Decision {
             disposition,
             commands: out.commands,
@@ -235,7 +235,8 @@ impl Engine {
                 reason: p.reason,
             }));
         }
-        state.settle();
+        // Expiry changes no case's entry (parked events are entries of their own).
+        state.settle(&[]);
         expired.sort_by(|a, b| (&a.case, a.seq).cmp(&(&b.case, b.seq)));
         expired
     }

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 pub use super::sorted::{CaseKeys, SortedMap};
 pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
-pub use resident::{ColdStore, MemoryCold, ResidentMap, Spill};
+pub use resident::{ColdStore, Detached, MemoryCold, ResidentMap, Spill};
 
 mod json;
 mod resident;
@@ -407,7 +407,17 @@ impl EngineState {
     /// Brings both maps back within their bounds (the engine calls it after each decision):
     /// within one, a case may leave memory only while no rule holds it, and one that was pinned
     /// by parked events leaves once they are released.
-    pub fn settle(&mut self) {
+    ///
+    /// `written` are the entries the decision touched: a value read back from the cold store and
+    /// not among them is unchanged, and leaves memory again without being written.
+    pub fn settle(&mut self, written: &[StateKey]) {
+        for key in written {
+            match key {
+                StateKey::Case(k) => self.cases.changed(k),
+                StateKey::Customer(k) => self.customers.changed(k),
+                _ => {}
+            }
+        }
         self.cases.settle();
         self.customers.settle();
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::FastMap;
-use crate::engine::state::ColdStore;
+use crate::engine::state::{ColdStore, Detached};
 
 const FLUSH_BYTES: usize = 256 * 1024;
 const COMPACT_GARBAGE: u64 = 64 * 1024 * 1024;
@@ -33,6 +33,8 @@ pub struct FileCold {
     flushed: u64,
     pending: Vec<u8>,
     live: u64,
+    /// Counts compactions: a value detached before one is not where its handle says any more.
+    generation: u64,
 }
 
 impl FileCold {
@@ -46,6 +48,7 @@ impl FileCold {
             flushed: 0,
             pending: Vec::new(),
             live: 0,
+            generation: 0,
         })
     }
 
@@ -100,6 +103,7 @@ impl FileCold {
             fresh.put(key, &bytes)?;
         }
         fresh.flush()?;
+        fresh.generation = self.generation + 1;
         *self = fresh;
         Ok(())
     }
@@ -161,6 +165,28 @@ impl ColdStore for FileCold {
 
     fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// The bytes stay in the file (or its buffer), counted as garbage until reinstated.
+    fn detach(&mut self, key: &str) -> Option<Detached> {
+        let (at, len) = self.index.remove(key)?;
+        self.live -= u64::from(len);
+        Some(Detached {
+            generation: self.generation,
+            at,
+            len,
+        })
+    }
+
+    fn reinstate(&mut self, key: &str, d: Detached) -> bool {
+        if d.generation != self.generation {
+            return false;
+        }
+        if let Some((_, old)) = self.index.insert(key.to_string(), (d.at, d.len)) {
+            self.live -= u64::from(old);
+        }
+        self.live += u64::from(d.len);
+        true
     }
 }
 
@@ -267,6 +293,29 @@ mod tests {
         for i in 0..1_000 {
             assert_eq!(cold.get(&format!("k{i}")).unwrap(), Some(value(i + 11)));
         }
+    }
+
+    #[test]
+    fn a_detached_value_is_reinstated_without_a_write_unless_a_compaction_moved_it() {
+        let (_dir, mut cold) = store();
+        cold.put("a", b"case a").unwrap();
+        let before = cold.file_bytes();
+        let handle = cold.detach("a").unwrap();
+        assert!(!cold.contains("a") && cold.get("a").unwrap().is_none());
+        assert!(cold.reinstate("a", handle));
+        assert_eq!(cold.get("a").unwrap().as_deref(), Some(&b"case a"[..]));
+        assert_eq!(cold.file_bytes(), before, "nothing written again");
+
+        // Detached, then garbage enough for a compaction: the bytes did not move with it.
+        let handle = cold.detach("a").unwrap();
+        let value = vec![1u8; 8_000];
+        for round in 0..12 {
+            for i in 0..1_000 {
+                cold.put(&format!("k{i}"), &value[..8_000 - round]).unwrap();
+            }
+        }
+        assert!(cold.generation > 0, "compacted");
+        assert!(!cold.reinstate("a", handle) && !cold.contains("a"));
     }
 
     #[test]

@@ -44,34 +44,79 @@ pub trait ColdStore: Send + Sync {
     fn contains(&self, key: &str) -> bool;
     fn keys(&self) -> Vec<String>;
     fn len(&self) -> usize;
+    /// Forgets `key` like [`ColdStore::remove`], but leaves its bytes where they are, for
+    /// [`ColdStore::reinstate`]: a value read back often leaves memory again unchanged, and then
+    /// needs no second write. `None` if the store cannot (or `key` is not here).
+    fn detach(&mut self, _key: &str) -> Option<Detached> {
+        None
+    }
+    /// Makes `key` point at its detached bytes again; false if they are gone (the store moved its
+    /// values since), and then the value is written with [`ColdStore::put`].
+    fn reinstate(&mut self, _key: &str, _detached: Detached) -> bool {
+        false
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
+/// Where a store left a detached value's bytes ([`ColdStore::detach`]); only the store that
+/// made it reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached {
+    /// Which layout of the store the place is in (a store that moves its values counts up).
+    pub generation: u64,
+    pub at: u64,
+    pub len: u32,
+}
+
 /// A cold store in memory: for tests, which need the map's behaviour without a file.
 #[derive(Debug, Default)]
-pub struct MemoryCold(HashMap<String, Vec<u8>>);
+pub struct MemoryCold {
+    values: HashMap<String, Vec<u8>>,
+    detached: HashMap<String, Vec<u8>>,
+}
 
 impl ColdStore for MemoryCold {
     fn put(&mut self, key: &str, bytes: &[u8]) -> Result<(), String> {
-        self.0.insert(key.to_string(), bytes.to_vec());
+        self.detached.remove(key);
+        self.values.insert(key.to_string(), bytes.to_vec());
         Ok(())
     }
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.get(key).cloned())
+        Ok(self.values.get(key).cloned())
     }
     fn remove(&mut self, key: &str) -> bool {
-        self.0.remove(key).is_some()
+        self.detached.remove(key);
+        self.values.remove(key).is_some()
     }
     fn contains(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.values.contains_key(key)
     }
     fn keys(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
+        self.values.keys().cloned().collect()
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.values.len()
+    }
+    fn detach(&mut self, key: &str) -> Option<Detached> {
+        let bytes = self.values.remove(key)?;
+        let len = bytes.len() as u32;
+        self.detached.insert(key.to_string(), bytes);
+        Some(Detached {
+            generation: 0,
+            at: 0,
+            len,
+        })
+    }
+    fn reinstate(&mut self, key: &str, _detached: Detached) -> bool {
+        match self.detached.remove(key) {
+            Some(bytes) => {
+                self.values.insert(key.to_string(), bytes);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -80,6 +125,9 @@ struct Slot<V> {
     value: V,
     /// The map's clock when the value was last looked up: the smallest leave first.
     used: u64,
+    /// Where the cold store still has the value's bytes, while it is unchanged since it was read
+    /// back ([`ResidentMap::changed`] forgets it): it then leaves memory without being written.
+    detached: Option<Detached>,
 }
 
 /// Values by key, at most `cap` of them in memory (pinned ones aside) once a cold store is set;
@@ -151,12 +199,13 @@ impl<V: Spill> ResidentMap<V> {
         self.clock += 1;
         // With nothing cold, a miss in memory is a miss: one lookup, as a plain map.
         if self.cold_len > 0 && !self.hot.contains_key(key) {
-            let value = self.take_cold(key)?;
+            let (value, detached) = self.take_cold(key)?;
             self.hot.insert(
                 key.to_string(),
                 Slot {
                     value,
                     used: self.clock,
+                    detached,
                 },
             );
             self.evict(Some(key));
@@ -188,9 +237,24 @@ impl<V: Spill> ResidentMap<V> {
         }
         let used = self.clock;
         let evict = self.hot.len() >= self.cap && !self.hot.contains_key(&key);
-        self.hot.insert(key.clone(), Slot { value, used });
+        self.hot.insert(
+            key.clone(),
+            Slot {
+                value,
+                used,
+                detached: None,
+            },
+        );
         if evict {
             self.evict(Some(&key));
+        }
+    }
+
+    /// Says `key`'s value changed (its state entry is written): its bytes in the cold store, if it
+    /// was read back from there, no longer hold it.
+    pub fn changed(&mut self, key: &str) {
+        if let Some(slot) = self.hot.get_mut(key) {
+            slot.detached = None;
         }
     }
 
@@ -296,14 +360,19 @@ impl<V: Spill> ResidentMap<V> {
         (self.refused, self.last_refusal.as_deref())
     }
 
-    fn take_cold(&mut self, key: &str) -> Option<V> {
+    /// `key`'s cold value, and where its bytes stay while it is unchanged.
+    fn take_cold(&mut self, key: &str) -> Option<(V, Option<Detached>)> {
         let cold = self.cold.as_mut()?;
         let bytes = cold
             .get(key)
             .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
-        cold.remove(key);
+        let detached = cold.detach(key);
+        if detached.is_none() {
+            cold.remove(key);
+        }
         self.cold_len -= 1;
-        Some(V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e))))
+        let value = V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
+        Some((value, detached))
     }
 
     /// Once over the bound, moves the least recently used eighth of it (never `keep`, nor a
@@ -331,7 +400,13 @@ impl<V: Spill> ResidentMap<V> {
         }
         let mut leaving = Vec::with_capacity(n);
         for &(_, k) in &candidates[..n] {
-            let bytes = self.hot[k.as_str()].value.to_json();
+            let slot = &self.hot[k.as_str()];
+            // Unchanged since it was read back: its bytes are still in the store.
+            if slot.detached.is_some_and(|d| cold.reinstate(k, d)) {
+                leaving.push(k.clone());
+                continue;
+            }
+            let bytes = slot.value.to_json();
             match cold.put(k, &bytes) {
                 Ok(()) => leaving.push(k.clone()),
                 Err(e) => {
@@ -510,6 +585,58 @@ mod tests {
         }
         assert_eq!(map.refused().0, 2);
         assert_eq!(map.get("k3"), Some(&Num(3, false)));
+    }
+
+    /// A store that counts its writes.
+    #[derive(Default)]
+    struct Counting(MemoryCold, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl ColdStore for Counting {
+        fn put(&mut self, key: &str, bytes: &[u8]) -> Result<(), String> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.put(key, bytes)
+        }
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.0.get(key)
+        }
+        fn remove(&mut self, key: &str) -> bool {
+            self.0.remove(key)
+        }
+        fn contains(&self, key: &str) -> bool {
+            self.0.contains(key)
+        }
+        fn keys(&self) -> Vec<String> {
+            self.0.keys()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn detach(&mut self, key: &str) -> Option<Detached> {
+            self.0.detach(key)
+        }
+        fn reinstate(&mut self, key: &str, d: Detached) -> bool {
+            self.0.reinstate(key, d)
+        }
+    }
+
+    #[test]
+    fn a_value_read_back_leaves_again_unwritten_unless_it_changed() {
+        let store = Counting::default();
+        let puts = store.1.clone();
+        let mut map = ResidentMap::default();
+        map.spill_to(Box::new(store), 1);
+        map.insert("a".into(), Num(1, false));
+        map.insert("b".into(), Num(2, false)); // a leaves: one write
+        assert_eq!(puts.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(map.get("a"), Some(&Num(1, false))); // b leaves: a second write
+        assert_eq!(map.get("b"), Some(&Num(2, false))); // a leaves unchanged: no write
+        assert_eq!(puts.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(map.get("a"), Some(&Num(1, false)));
+        map.get_mut("a").unwrap().0 = 10;
+        map.changed("a");
+        assert_eq!(map.get("b"), Some(&Num(2, false))); // a leaves changed: written
+        assert_eq!(puts.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(map.get("a"), Some(&Num(10, false)));
+        assert_eq!((map.len(), map.keys().len()), (2, 2));
     }
 
     #[test]
