@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 pub use super::sorted::{CaseKeys, SortedMap};
 pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
-pub use resident::{ColdStore, Detached, MemoryCold, ResidentMap, Spill};
+pub use resident::{ColdStore, Detached, MemoryCold, ResidentMap, Spill, Taken};
 
 mod json;
 mod resident;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::FastMap;
-use crate::engine::state::{ColdStore, Detached};
+use crate::engine::state::{ColdStore, Detached, Taken};
 
 const FLUSH_BYTES: usize = 256 * 1024;
 const COMPACT_GARBAGE: u64 = 64 * 1024 * 1024;
@@ -167,6 +167,28 @@ impl ColdStore for FileCold {
         self.index.len()
     }
 
+    /// One lookup: the index entry is taken out first and put back only if the read fails.
+    fn take(&mut self, key: &str) -> Result<Option<Taken>, String> {
+        let Some((at, len)) = self.index.remove(key) else {
+            return Ok(None);
+        };
+        match self.read(at, len) {
+            Ok(bytes) => {
+                self.live -= u64::from(len);
+                let detached = Detached {
+                    generation: self.generation,
+                    at,
+                    len,
+                };
+                Ok(Some((bytes, Some(detached))))
+            }
+            Err(e) => {
+                self.index.insert(key.to_string(), (at, len));
+                Err(e)
+            }
+        }
+    }
+
     /// The bytes stay in the file (or its buffer), counted as garbage until reinstated.
     fn detach(&mut self, key: &str) -> Option<Detached> {
         let (at, len) = self.index.remove(key)?;
@@ -305,6 +327,14 @@ mod tests {
         assert!(cold.reinstate("a", handle));
         assert_eq!(cold.get("a").unwrap().as_deref(), Some(&b"case a"[..]));
         assert_eq!(cold.file_bytes(), before, "nothing written again");
+
+        // Taken (read and detached in one): the same, through the buffer or the file.
+        let (bytes, handle) = cold.take("a").unwrap().unwrap();
+        assert_eq!(
+            (bytes.as_slice(), cold.contains("a")),
+            (&b"case a"[..], false)
+        );
+        assert!(cold.reinstate("a", handle.unwrap()) && cold.take("b").unwrap().is_none());
 
         // Detached, then garbage enough for a compaction: the bytes did not move with it.
         let handle = cold.detach("a").unwrap();

@@ -33,6 +33,9 @@ pub trait Spill: Sized {
     fn from_json(bytes: &[u8]) -> Result<Self, String>;
 }
 
+/// A value taken out of a cold store: its bytes, and where they stay if the store detached them.
+pub type Taken = (Vec<u8>, Option<Detached>);
+
 /// Where cold values wait, by key. Keys are a map's own keys (one store per map).
 pub trait ColdStore: Send + Sync {
     /// Keeps `bytes` as `key`'s value, replacing any. An error keeps the value in memory.
@@ -49,6 +52,18 @@ pub trait ColdStore: Send + Sync {
     /// needs no second write. `None` if the store cannot (or `key` is not here).
     fn detach(&mut self, _key: &str) -> Option<Detached> {
         None
+    }
+    /// `key`'s bytes, taken out of the store: detached where it can ([`ColdStore::detach`]), else
+    /// forgotten. A store may do this in one lookup of its own.
+    fn take(&mut self, key: &str) -> Result<Option<Taken>, String> {
+        let Some(bytes) = self.get(key)? else {
+            return Ok(None);
+        };
+        let detached = self.detach(key);
+        if detached.is_none() {
+            self.remove(key);
+        }
+        Ok(Some((bytes, detached)))
     }
     /// Makes `key` point at its detached bytes again; false if they are gone (the store moved its
     /// values since), and then the value is written with [`ColdStore::put`].
@@ -178,13 +193,13 @@ impl<V: Spill> ResidentMap<V> {
     /// A new bound (an assignment changed how many partitions share the instance's).
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap.max(1);
-        self.evict(None);
+        self.evict(false);
     }
 
     /// Moves what is over the bound out of memory now: values that were pinned, or looked up
     /// since the last eviction, may have kept the map above it.
     pub fn settle(&mut self) {
-        self.evict(None);
+        self.evict(false);
     }
 
     /// The value of `key`, read back into memory if it is cold.
@@ -208,7 +223,7 @@ impl<V: Spill> ResidentMap<V> {
                     detached,
                 },
             );
-            self.evict(Some(key));
+            self.evict(true);
         }
         let slot = self.hot.get_mut(key)?;
         slot.used = self.clock;
@@ -246,7 +261,7 @@ impl<V: Spill> ResidentMap<V> {
             },
         );
         if evict {
-            self.evict(Some(&key));
+            self.evict(true);
         }
     }
 
@@ -363,66 +378,70 @@ impl<V: Spill> ResidentMap<V> {
     /// `key`'s cold value, and where its bytes stay while it is unchanged.
     fn take_cold(&mut self, key: &str) -> Option<(V, Option<Detached>)> {
         let cold = self.cold.as_mut()?;
-        let bytes = cold
-            .get(key)
+        let (bytes, detached) = cold
+            .take(key)
             .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
-        let detached = cold.detach(key);
-        if detached.is_none() {
-            cold.remove(key);
-        }
         self.cold_len -= 1;
         let value = V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
         Some((value, detached))
     }
 
-    /// Once over the bound, moves the least recently used eighth of it (never `keep`, nor a
-    /// pinned value) to the cold store: a walk of the map per eighth, so O(1) per insert.
-    fn evict(&mut self, keep: Option<&str>) {
+    /// Once over the bound, moves the least recently used eighth of it (never the value just looked
+    /// up or inserted, nor a pinned one) to the cold store: two walks of the map per eighth.
+    fn evict(&mut self, keep_newest: bool) {
         let Some(cold) = self.cold.as_mut() else {
             return;
         };
         if self.hot.len() <= self.cap.max(self.retry_above) {
             return;
         }
-        let target = self.cap - self.cap / 8;
-        let mut candidates: Vec<(u64, &String)> = self
+        // The value just looked up or inserted carries the clock's current reading (each
+        // operation moves the clock and stamps one value), so it is told apart without comparing
+        // keys.
+        let newest = keep_newest.then_some(self.clock);
+        let may_leave = |s: &Slot<V>| Some(s.used) != newest && !s.value.pinned();
+        let mut used: Vec<u64> = self
             .hot
-            .iter()
-            .filter(|(k, s)| Some(k.as_str()) != keep && !s.value.pinned())
-            .map(|(k, s)| (s.used, k))
+            .values()
+            .filter(|s| may_leave(s))
+            .map(|s| s.used)
             .collect();
-        let n = (self.hot.len() - target).min(candidates.len());
+        let target = self.cap - self.cap / 8;
+        let n = (self.hot.len() - target).min(used.len());
         if n == 0 {
             return;
         }
-        if n < candidates.len() {
-            candidates.select_nth_unstable(n - 1);
-        }
-        let mut leaving = Vec::with_capacity(n);
-        for &(_, k) in &candidates[..n] {
-            let slot = &self.hot[k.as_str()];
-            // Unchanged since it was read back: its bytes are still in the store.
-            if slot.detached.is_some_and(|d| cold.reinstate(k, d)) {
-                leaving.push(k.clone());
-                continue;
+        // The n least recently used leave: those stamped at or before the n-th smallest stamp.
+        let (_, &mut last, _) = used.select_nth_unstable(n - 1);
+        let (mut left, mut refusal) = (0, None);
+        self.hot.retain(|k, s| {
+            if refusal.is_some() || s.used > last || !may_leave(s) {
+                return true;
             }
-            let bytes = slot.value.to_json();
-            match cold.put(k, &bytes) {
-                Ok(()) => leaving.push(k.clone()),
+            // Unchanged since it was read back: its bytes are still in the store.
+            if s.detached.is_some_and(|d| cold.reinstate(k, d)) {
+                left += 1;
+                return false;
+            }
+            match cold.put(k, &s.value.to_json()) {
+                Ok(()) => {
+                    left += 1;
+                    false
+                }
                 Err(e) => {
-                    self.refused += 1;
-                    self.last_refusal = Some(e);
-                    self.retry_above = self.hot.len() + self.cap / 8;
-                    break;
+                    refusal = Some(e);
+                    true
                 }
             }
-        }
-        if leaving.len() == n {
-            self.retry_above = 0;
-        }
-        self.cold_len += leaving.len();
-        for k in leaving {
-            self.hot.remove(&k);
+        });
+        self.cold_len += left;
+        match refusal {
+            Some(e) => {
+                self.refused += 1;
+                self.last_refusal = Some(e);
+                self.retry_above = self.hot.len() + self.cap / 8;
+            }
+            None => self.retry_above = 0,
         }
     }
 }
