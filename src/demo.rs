@@ -263,8 +263,11 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         let applied = stats.value(names::APPLIED, &[]);
-        let consumed = stats.value(names::CONSUMED, &[])
-            - stats.value(names::CONSUMED, &[("topic", &topics.cases)]);
+        // The cases topic's count first: the total, read after it, already includes at least
+        // that many (read the other way round, a cases record consumed in between made the
+        // difference negative, and the demo panicked).
+        let hops = stats.value(names::CONSUMED, &[("topic", &topics.cases)]);
+        let consumed = stats.value(names::CONSUMED, &[]) - hops;
         let commands = stats.value(names::COMMANDS, &[]);
         let done = consumed >= inputs && applied >= routed_total && stats.in_flight() == 0;
         if terminal {
