@@ -30,6 +30,7 @@ pub use super::source::SourceRecord;
 use crate::model::{ChangeEvent, Prospect};
 pub use resident::{ColdStore, Detached, MemoryCold, ResidentMap, Spill, Taken};
 
+mod cold;
 mod json;
 mod resident;
 
