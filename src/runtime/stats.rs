@@ -45,6 +45,7 @@ pub mod names {
     pub const PARKED: &str = "partnersync_parked_total";
     pub const APPLIED: &str = "partnersync_records_applied_total";
     pub const STATE_RECORDS: &str = "partnersync_state_records_produced_total";
+    pub const SPILL_REFUSALS: &str = "partnersync_state_spill_refusals_total";
 }
 
 /// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
@@ -134,6 +135,7 @@ pub struct Stats {
     intake_pauses: IntCounter,
     restores: IntCounter,
     state_records: IntCounter,
+    spill_refusals: IntCounter,
     /// `partnersync_state_entries` by map and place: cases, customer links; in memory, spilled.
     state_entries: [IntGauge; 4],
     ready_gauge: IntGauge,
@@ -282,6 +284,7 @@ impl Stats {
             intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
             restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
             state_records: counter(&r, names::STATE_RECORDS, "State entries handed to the producer for the state topic, after same-key writes released together were coalesced."),
+            spill_refusals: counter(&r, names::SPILL_REFUSALS, "State entries the spill file under state.spill_dir refused (they stayed in memory)."),
             state_entries: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -423,6 +426,11 @@ impl Stats {
         for (gauge, n) in self.state_entries.iter().zip(all) {
             gauge.set(n as i64);
         }
+    }
+
+    /// The spill file refused `n` more state entries (they stayed in memory).
+    pub fn spill_refused(&self, n: u64) {
+        self.spill_refusals.inc_by(n);
     }
 
     /// A partition's state arrived (restored) or left (revoked) with `parked` events waiting in it.

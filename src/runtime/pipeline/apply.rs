@@ -94,8 +94,8 @@ impl Pipeline {
         }
     }
 
-    /// Sets the state gauges, and warns once more each time the spill file refused values
-    /// (they stay in memory: with a full or broken volume, memory grows with the cases again).
+    /// Sets the state gauges, and counts and warns each time the spill file refused values (they
+    /// stay in memory: with a full or broken volume, memory grows with the cases again).
     pub(super) fn report_state(&mut self) {
         let (mut cases, mut links, mut refused) = ([0; 2], [0; 2], 0);
         let mut why = None;
@@ -111,6 +111,7 @@ impl Pipeline {
         }
         self.stats.state_held(cases, links);
         if refused > self.spill_refusals_seen {
+            self.stats.spill_refused(refused - self.spill_refusals_seen);
             tracing::warn!(
                 refused,
                 error = why.as_deref().unwrap_or(""),
