@@ -1145,7 +1145,9 @@ fn main() {
         );
         if rate == RATES[0].0 {
             steady_rss = memory_mib(&child.pid, "VmRSS:");
-            eprintln!("fresh connector at {rate}/s for {seconds} s: RSS {steady_rss:.0} MiB");
+            // Its peak includes restoring the last round's state, before the edits began.
+            let peak = memory_mib(&child.pid, "VmHWM:");
+            eprintln!("fresh connector at {rate}/s for {seconds} s: RSS {steady_rss:.0} MiB (peak {peak:.0} MiB, its restore included)");
         }
         // Once the traffic stops, every record it took in must finish: a partition that never
         // completes stops committing and, at `max_in_flight`, stops intake for good. (It did:

@@ -16,6 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::spill::FileCold;
 use super::stats::Stats;
 use super::RuntimeError;
+use crate::engine::state::ColdStore;
 use crate::engine::{EngineState, StateKey};
 use crate::settings::{ClientRole, KafkaSettings};
 
@@ -148,7 +149,10 @@ fn read_partition(
     // The last value of each key, as compaction would keep it (offset for error messages). Only
     // these are decoded: decoding every record built and freed a parked event for each park and
     // release ever written, and the freed memory stayed resident between the live state's pieces.
-    let mut latest: HashMap<Vec<u8>, (i64, Option<Vec<u8>>)> = HashMap::new();
+    let mut latest = match &spill {
+        Some(s) => Latest::File(FileCold::create(&s.dir, &format!("restore-{partition}"))?),
+        None => Latest::Memory(HashMap::new()),
+    };
     let mut records = 0;
     let deadline = Instant::now() + budget;
     loop {
@@ -163,7 +167,7 @@ fn read_partition(
         };
         let m = m.map_err(|e| format!("reading state topic {topic}: {e}"))?;
         if let Some(key) = m.key() {
-            latest.insert(key.to_vec(), (m.offset(), m.payload().map(<[u8]>::to_vec)));
+            latest.keep(key, m.offset(), m.payload())?;
             records += 1;
         }
         if m.offset() >= fence {
@@ -182,13 +186,105 @@ fn read_partition(
             spill.resident_cases,
         );
     }
-    for (key, (offset, value)) in latest {
-        let Some(key) = std::str::from_utf8(&key).ok().and_then(StateKey::parse) else {
-            continue; // a fence, or a record that is not ours
+    latest.each(|key, offset, value| {
+        let Some(key) = std::str::from_utf8(key).ok().and_then(StateKey::parse) else {
+            return Ok(()); // a fence, or a record that is not ours
         };
-        state.restore_entry(&key, value.as_deref()).map_err(|e| {
-            format!("state record at {topic}/{partition}@{offset} is not valid: {e}")
-        })?;
-    }
+        state
+            .restore_entry(&key, value)
+            .map_err(|e| format!("state record at {topic}/{partition}@{offset} is not valid: {e}"))
+    })?;
     Ok((state, records))
+}
+
+/// The last value of each key read so far: in memory, or, when the state spills, in a spill
+/// file of its own (offset first, then the value), so that a restore holds only the file's index
+/// in memory, however large the partition's state. Held whole, the entries of 66,000 cases are
+/// ~80 MiB of JSON for the cases alone (1,273 bytes each), in memory until they are decoded.
+enum Latest {
+    Memory(HashMap<Vec<u8>, (i64, Option<Vec<u8>>)>),
+    File(FileCold),
+}
+
+impl Latest {
+    fn keep(&mut self, key: &[u8], offset: i64, value: Option<&[u8]>) -> Result<(), String> {
+        match self {
+            Latest::Memory(m) => drop(m.insert(key.to_vec(), (offset, value.map(<[u8]>::to_vec)))),
+            Latest::File(file) => {
+                // A key that is not text is none of ours (it is skipped when decoding, too).
+                let Ok(key) = std::str::from_utf8(key) else {
+                    return Ok(());
+                };
+                match value {
+                    // A tombstone: restoring into an empty state, nothing is the same as nothing.
+                    None => drop(file.remove(key)),
+                    Some(value) => {
+                        let mut stored = Vec::with_capacity(8 + value.len());
+                        stored.extend_from_slice(&offset.to_le_bytes());
+                        stored.extend_from_slice(value);
+                        file.put(key, &stored)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `apply` with each key's last offset and value, one at a time.
+    fn each(
+        self,
+        mut apply: impl FnMut(&[u8], i64, Option<&[u8]>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        match self {
+            Latest::Memory(m) => {
+                for (key, (offset, value)) in m {
+                    apply(&key, offset, value.as_deref())?;
+                }
+            }
+            Latest::File(file) => {
+                for key in file.keys() {
+                    let stored = file.get(&key)?.expect("a key the file lists");
+                    let (offset, value) = stored.split_at(8);
+                    let offset = i64::from_le_bytes(offset.try_into().expect("8 bytes"));
+                    apply(key.as_bytes(), offset, Some(value))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same records through `latest`; what a restore into an empty state acts on (values of
+    /// text keys: a tombstone there removes nothing), sorted.
+    fn last_values(mut latest: Latest) -> Vec<(Vec<u8>, i64, Vec<u8>)> {
+        latest.keep(b"case/a", 1, Some(b"first")).unwrap();
+        latest.keep(b"case/b", 2, Some(b"b")).unwrap();
+        latest.keep(b"case/a", 3, Some(b"second")).unwrap();
+        latest.keep(b"case/b", 4, None).unwrap();
+        latest.keep(&[0xff, 0xfe], 5, Some(b"not ours")).unwrap();
+        let mut seen = Vec::new();
+        latest
+            .each(|key, offset, value| {
+                if let (Ok(_), Some(value)) = (std::str::from_utf8(key), value) {
+                    seen.push((key.to_vec(), offset, value.to_vec()));
+                }
+                Ok(())
+            })
+            .unwrap();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn a_restore_through_a_spill_file_keeps_the_last_value_of_each_key_as_one_in_memory_does() {
+        let dir = std::env::temp_dir().join(format!("partner-sync-restore-{}", std::process::id()));
+        let file = last_values(Latest::File(FileCold::create(&dir, "test").unwrap()));
+        assert_eq!(file, last_values(Latest::Memory(HashMap::new())));
+        assert_eq!(file, vec![(b"case/a".to_vec(), 3, b"second".to_vec())]);
+        let _ = std::fs::remove_dir(&dir);
+    }
 }
