@@ -269,8 +269,6 @@ impl Engine {
             ));
             return Disposition::Emitted;
         }
-        let record = prospect.record();
-        let (contact, account) = (case.contact.clone(), case.account.clone());
         // Each link read on its own: a lookup may read a cold one back, so it borrows the map whole.
         let mut link = |entity: &str, id: &Option<String>| {
             id.as_ref().and_then(|id| {
@@ -280,11 +278,13 @@ impl Engine {
                     .map(|l| l.customer_account.clone())
             })
         };
-        let (Some(admin_account), Some(org_account)) =
-            (link("contact", &contact), link("account", &account))
-        else {
+        let (Some(admin_account), Some(org_account)) = (
+            link("contact", &case.contact),
+            link("account", &case.account),
+        ) else {
             return Disposition::Parked(ParkReason::CustomersNotSeen);
         };
+        let record = prospect.record();
         let organization_name = record.prospect_name.clone().unwrap_or_default();
 
         // The same requester already approved under another prospect: a second Person customer with the
