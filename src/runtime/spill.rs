@@ -81,14 +81,12 @@ impl FileCold {
         Ok(bytes)
     }
 
-    fn forget(&mut self, key: &str) -> bool {
-        match self.index.remove(key) {
-            Some((_, len)) => {
-                self.live -= u64::from(len);
-                true
-            }
-            None => false,
+    /// Points `key` at `len` bytes at `at`, replacing (and counting as garbage) its old place.
+    fn place(&mut self, key: &str, at: u64, len: u32) {
+        if let Some((_, old)) = self.index.insert(key.to_string(), (at, len)) {
+            self.live -= u64::from(old);
         }
+        self.live += u64::from(len);
     }
 
     /// Copies the live values to a new file once garbage dominates (see the module docs).
@@ -132,10 +130,7 @@ impl ColdStore for FileCold {
                 return Err(e);
             }
         }
-        if let Some((_, old)) = self.index.insert(key.to_string(), (at, len)) {
-            self.live -= u64::from(old);
-        }
-        self.live += u64::from(len);
+        self.place(key, at, len);
         if flushing {
             // The value is stored either way; a file that cannot be compacted now is at a later
             // flush.
@@ -152,7 +147,7 @@ impl ColdStore for FileCold {
     }
 
     fn remove(&mut self, key: &str) -> bool {
-        self.forget(key)
+        self.detach(key).is_some()
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -167,23 +162,15 @@ impl ColdStore for FileCold {
         self.index.len()
     }
 
-    /// One lookup: the index entry is taken out first and put back only if the read fails.
+    /// One lookup: the value is detached first and reinstated only if the read fails.
     fn take(&mut self, key: &str) -> Result<Option<Taken>, String> {
-        let Some((at, len)) = self.index.remove(key) else {
+        let Some(detached) = self.detach(key) else {
             return Ok(None);
         };
-        match self.read(at, len) {
-            Ok(bytes) => {
-                self.live -= u64::from(len);
-                let detached = Detached {
-                    generation: self.generation,
-                    at,
-                    len,
-                };
-                Ok(Some((bytes, Some(detached))))
-            }
+        match self.read(detached.at, detached.len) {
+            Ok(bytes) => Ok(Some((bytes, Some(detached)))),
             Err(e) => {
-                self.index.insert(key.to_string(), (at, len));
+                self.reinstate(key, detached);
                 Err(e)
             }
         }
@@ -204,10 +191,7 @@ impl ColdStore for FileCold {
         if d.generation != self.generation {
             return false;
         }
-        if let Some((_, old)) = self.index.insert(key.to_string(), (d.at, d.len)) {
-            self.live -= u64::from(old);
-        }
-        self.live += u64::from(d.len);
+        self.place(key, d.at, d.len);
         true
     }
 }

@@ -144,16 +144,11 @@ impl<V: Spill> ResidentMap<V> {
     /// Sets `key`'s value (and forgets a cold one).
     pub fn insert(&mut self, key: String, value: V) {
         self.clock += 1;
-        if self.cold_len > 0 {
-            if let Some(cold) = self.cold.as_mut() {
-                cold.remove(&key);
-                self.cold_len = cold.len();
-            }
-        }
+        self.remove_cold(&key);
         let used = self.clock;
         let evict = self.hot.len() >= self.cap && !self.hot.contains_key(&key);
         self.hot.insert(
-            key.clone(),
+            key,
             Slot {
                 value,
                 used,
@@ -175,11 +170,17 @@ impl<V: Spill> ResidentMap<V> {
 
     /// Removes `key`; true if it was there.
     pub fn remove(&mut self, key: &str) -> bool {
-        let cold = self.cold_len > 0 && self.cold.as_mut().is_some_and(|c| c.remove(key));
-        if cold {
+        let cold = self.remove_cold(key);
+        self.hot.remove(key).is_some() || cold
+    }
+
+    /// Forgets `key`'s cold value; true if it had one.
+    fn remove_cold(&mut self, key: &str) -> bool {
+        let removed = self.cold_len > 0 && self.cold.as_mut().is_some_and(|c| c.remove(key));
+        if removed {
             self.cold_len -= 1;
         }
-        self.hot.remove(key).is_some() || cold
+        removed
     }
 
     /// Whether `key` has a value, in memory or not (reads nothing back).
