@@ -96,27 +96,9 @@ fn round_robin_edits(engine: &Engine, codec: &Codec, resident: Option<usize>) ->
     if let Some(cap) = resident {
         spill(&mut state, cap);
     }
-    let story = story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000);
-    let mut firsts = Vec::new();
-    for case in story.cases {
-        let causal = case.causal();
-        firsts.extend(causal.iter().find_map(|e| match e {
-            ChangeEvent::Contact(c) => Some(c.clone()),
-            _ => None,
-        }));
-        for e in causal {
-            engine.apply(&mut state, e, 0);
-        }
-    }
+    let firsts = known_contacts(engine, &mut state);
     let edits: Vec<_> = (0..12)
-        .flat_map(|n| firsts.iter().map(move |c| (n, c)))
-        .map(|(n, c)| {
-            let mut e = c.clone();
-            e.header.version += 100 + n;
-            e.header.change_id = format!("{}-edit-{n}", c.header.change_id);
-            e.record.telephone1 = Some(format!("+1 206 555 {n:04}"));
-            encode(codec, &ChangeEvent::Contact(e))
-        })
+        .flat_map(|n| firsts.iter().map(move |c| edit(codec, c, n)))
         .collect();
     let clock = Instant::now();
     transform_all(engine, codec, &mut state, &edits);
@@ -185,29 +167,39 @@ fn events(engine: &Engine) -> Vec<ChangeEvent> {
 /// A state that has seen every story, and 12 edits of each case's first contact (a changed phone
 /// number each), encoded: the contact → customer path on known customers.
 fn contact_edits(engine: &Engine, codec: &Codec) -> (EngineState, Vec<(SourceKind, Vec<u8>)>) {
-    let story = story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000);
     let mut state = EngineState::default();
-    let mut edits = Vec::new();
+    let firsts = known_contacts(engine, &mut state);
+    let edits = firsts
+        .iter()
+        .flat_map(|c| (0..12).map(move |n| edit(codec, c, n)))
+        .collect();
+    (state, edits)
+}
+
+/// Applies every story of [`PROSPECTS`] to `state`; returns each case's first contact change.
+fn known_contacts(engine: &Engine, state: &mut EngineState) -> Vec<Change<Contact>> {
+    let story = story::generate(42, PROSPECTS, engine.config(), 1_772_442_000_000);
+    let mut firsts = Vec::new();
     for case in story.cases {
         let causal = case.causal();
-        let first: Option<Change<Contact>> = causal.iter().find_map(|e| match e {
+        firsts.extend(causal.iter().find_map(|e| match e {
             ChangeEvent::Contact(c) => Some(c.clone()),
             _ => None,
-        });
+        }));
         for e in causal {
-            engine.apply(&mut state, e, 0);
-        }
-        for n in 0..12 {
-            if let Some(c) = &first {
-                let mut e = c.clone();
-                e.header.version += 100 + n;
-                e.header.change_id = format!("{}-edit-{n}", c.header.change_id);
-                e.record.telephone1 = Some(format!("+1 206 555 {n:04}"));
-                edits.push(encode(codec, &ChangeEvent::Contact(e)));
-            }
+            engine.apply(state, e, 0);
         }
     }
-    (state, edits)
+    firsts
+}
+
+/// Edit `n` of contact change `c` (a later version with a changed phone number), encoded.
+fn edit(codec: &Codec, c: &Change<Contact>, n: i64) -> (SourceKind, Vec<u8>) {
+    let mut e = c.clone();
+    e.header.version += 100 + n;
+    e.header.change_id = format!("{}-edit-{n}", c.header.change_id);
+    e.record.telephone1 = Some(format!("+1 206 555 {n:04}"));
+    encode(codec, &ChangeEvent::Contact(e))
 }
 
 fn encode(codec: &Codec, e: &ChangeEvent) -> (SourceKind, Vec<u8>) {

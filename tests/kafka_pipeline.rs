@@ -145,10 +145,10 @@ async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_
         s.state.spill_dir = spill_dir.clone();
         s
     };
-    let spilled = |stats: &partner_sync::runtime::Stats| {
+    let cases = |stats: &partner_sync::runtime::Stats, place: &str| {
         stats.value(
             "partnersync_state_entries",
-            &[("map", "cases"), ("place", "spilled")],
+            &[("map", "cases"), ("place", place)],
         )
     };
 
@@ -165,7 +165,7 @@ async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_
     });
     // The gauges are set at each commit (every 200 ms here).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let spilled_while_running = spilled(&stats);
+    let spilled_while_running = cases(&stats, "spilled");
     first.stop_expecting(&first_expected, &seen).await;
     assert!(
         spilled_while_running > 0,
@@ -181,13 +181,7 @@ async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (in_memory, spilled_now) = (
-        stats.value(
-            "partnersync_state_entries",
-            &[("map", "cases"), ("place", "memory")],
-        ),
-        spilled(&stats),
-    );
+    let (in_memory, spilled_now) = (cases(&stats, "memory"), cases(&stats, "spilled"));
     second.stop_expecting(&expected, &seen).await;
     assert!(
         spilled_now > 0 && in_memory <= 4,
