@@ -145,12 +145,13 @@ async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_
         s.state.spill_dir = spill_dir.clone();
         s
     };
-    let cases = |stats: &partner_sync::runtime::Stats, place: &str| {
+    let held = |stats: &partner_sync::runtime::Stats, map: &str, place: &str| {
         stats.value(
             "partnersync_state_entries",
-            &[("map", "cases"), ("place", place)],
+            &[("map", map), ("place", place)],
         )
     };
+    let cases = |stats: &partner_sync::runtime::Stats, place: &str| held(stats, "cases", place);
 
     produce(&p, &ids, half1).await;
     let first_expected = expected_commands(half1);
@@ -182,12 +183,20 @@ async fn with_few_cases_in_memory_the_rest_spill_to_a_file_and_the_commands_are_
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (in_memory, spilled_now) = (cases(&stats, "memory"), cases(&stats, "spilled"));
+    let requesters = [
+        held(&stats, "requesters", "memory"),
+        held(&stats, "requesters", "spilled"),
+    ];
     second.stop_expecting(&expected, &seen).await;
     assert!(
         spilled_now > 0 && in_memory <= 4,
         "after the restore, {in_memory} cases in memory (bound 4: 1 per partition) and \
          {spilled_now} spilled:\n{}",
         stats.summary()
+    );
+    assert!(
+        requesters[1] > 0 && requesters[0] <= 4,
+        "after the restore, requesters {requesters:?} in memory and spilled (bound 4)"
     );
     let left = std::fs::read_dir(&spill_dir).map_or(0, |d| d.count());
     assert_eq!(left, 0, "spill files are unlinked once opened");

@@ -159,12 +159,14 @@ proptest! {
         prospects in 2usize..12,
         resident in 1usize..5,
     ) {
-        use partner_sync::engine::state::MemoryCold;
+        use partner_sync::engine::state::{ColdStores, MemoryCold};
         let engine = engine();
         let story = story::generate(story_seed, prospects, engine.config(), START_MS);
         let mut all = EngineState::default();
         let mut few = EngineState::default();
-        few.spill_to(Box::new(MemoryCold::default()), Box::new(MemoryCold::default()), resident);
+        let cold = || Box::new(MemoryCold::default());
+        let stores = ColdStores { cases: cold(), customers: cold(), requesters: cold() };
+        few.spill_to(stores, resident);
         for event in deliver(&story, delivery_seed, 200) {
             let a = engine.apply(&mut all, event.clone(), START_MS);
             let b = engine.apply(&mut few, event, START_MS);

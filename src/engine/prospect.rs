@@ -105,7 +105,7 @@ impl Engine {
             if let Some(email) = new_email.as_deref().filter(|e| !e.trim().is_empty()) {
                 let new_key = ids::requester_key(&company, email);
                 out.touch(StateKey::Requester(new_key.clone()));
-                let cases = state.requesters.entry(new_key).or_default();
+                let cases = state.requesters.get_or_default(&new_key);
                 let others: Vec<String> = cases.iter().filter(|k| **k != key).cloned().collect();
                 cases.insert(key.clone());
                 let other_prospects: Vec<String> = others

@@ -20,7 +20,7 @@
 //! every record, are written field by field (`state/json.rs`) to the bytes serde_json makes of them;
 //! serde reads every entry back and writes the rarer ones.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -48,8 +48,8 @@ mod resident;
 pub struct EngineState {
     pub cases: ResidentMap<CaseState>,
     pub customers: ResidentMap<CustomerLink>,
-    /// `company/normalized-email` → case keys that use it.
-    pub requesters: BTreeMap<String, CaseKeys>,
+    /// `company/normalized-email` → case keys that use it (as many in memory as cases).
+    pub requesters: ResidentMap<CaseKeys>,
     /// Cases restored from a record written before parked events were entries of their own: their
     /// parked events are written as entries the next time the case is written (until then the old
     /// record still holds them). Empty once every such case was written again.
@@ -374,6 +374,15 @@ impl Spill for CaseState {
     }
 }
 
+impl Spill for CaseKeys {
+    fn to_json(&self) -> Vec<u8> {
+        serde_json_bytes(self).expect("a list of strings always serializes")
+    }
+    fn from_json(bytes: &[u8]) -> Result<CaseKeys, String> {
+        read_back(bytes)
+    }
+}
+
 impl Spill for CustomerLink {
     fn to_json(&self) -> Vec<u8> {
         written(|out| json::write_customer(out, self))
@@ -397,18 +406,21 @@ fn read_back<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> 
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// The cold stores of [`EngineState::spill_to`], one per map.
+pub struct ColdStores {
+    pub cases: Box<dyn ColdStore>,
+    pub customers: Box<dyn ColdStore>,
+    pub requesters: Box<dyn ColdStore>,
+}
+
 impl EngineState {
-    /// Holds at most `cases` cases and twice as many customer links in memory (pinned cases aside:
-    /// those with parked events), the rest in the two stores given.
-    pub fn spill_to(
-        &mut self,
-        cases: Box<dyn ColdStore>,
-        customers: Box<dyn ColdStore>,
-        resident_cases: usize,
-    ) {
-        self.cases.spill_to(cases, resident_cases);
+    /// Holds at most `cases` cases, twice as many customer links and as many requesters in memory
+    /// (pinned cases aside: those with parked events), the rest in the stores given.
+    pub fn spill_to(&mut self, stores: ColdStores, resident_cases: usize) {
+        self.cases.spill_to(stores.cases, resident_cases);
         self.customers
-            .spill_to(customers, resident_cases.saturating_mul(2));
+            .spill_to(stores.customers, resident_cases.saturating_mul(2));
+        self.requesters.spill_to(stores.requesters, resident_cases);
     }
 
     /// Brings both maps back within their bounds (the engine calls it after each decision):
@@ -422,17 +434,20 @@ impl EngineState {
             match key {
                 StateKey::Case(k) => self.cases.changed(k),
                 StateKey::Customer(k) => self.customers.changed(k),
-                _ => {}
+                StateKey::Requester(k) => self.requesters.changed(k),
+                StateKey::Parked(..) => {}
             }
         }
         self.cases.settle();
         self.customers.settle();
+        self.requesters.settle();
     }
 
     /// A new bound for [`Self::spill_to`]'s stores.
     pub fn set_resident_cases(&mut self, resident_cases: usize) {
         self.cases.set_cap(resident_cases);
         self.customers.set_cap(resident_cases.saturating_mul(2));
+        self.requesters.set_cap(resident_cases);
     }
 
     /// How many events wait in this state (for the parked-events gauge; walks the cases in memory,
@@ -456,7 +471,7 @@ impl EngineState {
             keys.push(StateKey::Case(k));
         }
         keys.extend(self.customers.keys().into_iter().map(StateKey::Customer));
-        keys.extend(self.requesters.keys().cloned().map(StateKey::Requester));
+        keys.extend(self.requesters.keys().into_iter().map(StateKey::Requester));
         keys.sort();
         keys
     }
@@ -466,7 +481,7 @@ impl EngineState {
         match key {
             StateKey::Case(k) => self.cases.json(k),
             StateKey::Customer(k) => self.customers.json(k),
-            StateKey::Requester(k) => self.requesters.get(k).and_then(serde_json_bytes),
+            StateKey::Requester(k) => self.requesters.json(k),
             // A case with parked events is in memory (it is pinned there).
             StateKey::Parked(case, seq) => self
                 .cases
@@ -519,10 +534,9 @@ impl EngineState {
             (StateKey::Customer(k), Some(v)) => {
                 self.customers.insert(k.clone(), serde_json::from_slice(v)?)
             }
-            (StateKey::Requester(k), Some(v)) => drop(
-                self.requesters
-                    .insert(k.clone(), serde_json::from_slice(v)?),
-            ),
+            (StateKey::Requester(k), Some(v)) => self
+                .requesters
+                .insert(k.clone(), serde_json::from_slice(v)?),
             (StateKey::Case(k), None) => drop(self.cases.remove(k)),
             (StateKey::Customer(k), None) => drop(self.customers.remove(k)),
             (StateKey::Requester(k), None) => drop(self.requesters.remove(k)),

@@ -744,3 +744,31 @@ fn a_prospect_read_back_takes_its_id_from_the_record_whether_written_first_escap
     let text = r#"{"version":1,"deleted":false,"record":{"ProspectName":"no id"}}"#;
     assert!(serde_json::from_str::<ProspectSeen>(text).is_err());
 }
+
+#[test]
+fn a_requester_read_back_from_the_cold_store_and_changed_is_written_there_changed() {
+    use crate::engine::state::{ColdStores, MemoryCold};
+    let engine = engine();
+    let mut state = EngineState::default();
+    let cold = || Box::new(MemoryCold::default());
+    let stores = ColdStores {
+        cases: cold(),
+        customers: cold(),
+        requesters: cold(),
+    };
+    state.spill_to(stores, 1);
+    engine.apply(&mut state, prospect("P1", "marta@fabrikam.com"), 0);
+    // Other requesters push this one out of memory.
+    engine.apply(&mut state, prospect("P2", "ana@contoso.com"), 0);
+    engine.apply(&mut state, prospect("P3", "li@litware.com"), 0);
+    let key = ids::requester_key("usrt", "marta@fabrikam.com");
+    assert!(state.requesters.resident(&key).is_none(), "spilled");
+    // The same requester again: read back, the second case added, flagged.
+    let second = engine.apply(&mut state, prospect("P4", "marta@fabrikam.com"), 0);
+    assert!(second.touched.contains(&StateKey::Requester(key.clone())));
+    engine.apply(&mut state, prospect("P5", "jo@tailspin.com"), 0);
+    assert!(state.requesters.resident(&key).is_none(), "spilled again");
+    let entry = String::from_utf8(state.entry_json(&StateKey::Requester(key)).unwrap()).unwrap();
+    let (p1, p4) = (ids::lead_id("usrt", "P1"), ids::lead_id("usrt", "P4"));
+    assert!(entry.contains(&p1) && entry.contains(&p4), "{entry}");
+}

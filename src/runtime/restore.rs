@@ -16,7 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::spill::FileCold;
 use super::stats::Stats;
 use super::RuntimeError;
-use crate::engine::state::ColdStore;
+use crate::engine::state::{ColdStore, ColdStores};
 use crate::engine::{EngineState, StateKey};
 use crate::settings::{ClientRole, KafkaSettings};
 
@@ -177,14 +177,18 @@ fn read_partition(
     close_later(reader);
     let mut state = EngineState::default();
     if let Some(spill) = spill {
-        state.spill_to(
-            Box::new(FileCold::create(&spill.dir, &format!("cases-{partition}"))?),
-            Box::new(FileCold::create(
+        let file = |map: &str| -> Result<Box<dyn ColdStore>, String> {
+            Ok(Box::new(FileCold::create(
                 &spill.dir,
-                &format!("customers-{partition}"),
-            )?),
-            spill.resident_cases,
-        );
+                &format!("{map}-{partition}"),
+            )?))
+        };
+        let stores = ColdStores {
+            cases: file("cases")?,
+            customers: file("customers")?,
+            requesters: file("requesters")?,
+        };
+        state.spill_to(stores, spill.resident_cases);
     }
     latest.each(|key, offset, value| {
         let Some(key) = std::str::from_utf8(key).ok().and_then(StateKey::parse) else {
@@ -217,7 +221,7 @@ impl Latest {
                 };
                 match value {
                     // A tombstone: restoring into an empty state, nothing is the same as nothing.
-                    None => drop(file.remove(key)),
+                    None => drop(file.remove(key)?),
                     Some(value) => {
                         let mut stored = Vec::with_capacity(8 + value.len());
                         stored.extend_from_slice(&offset.to_le_bytes());
@@ -242,12 +246,11 @@ impl Latest {
                 }
             }
             Latest::File(file) => {
-                for key in file.keys() {
-                    let stored = file.get(&key)?.expect("a key the file lists");
+                file.each(|key, stored| {
                     let (offset, value) = stored.split_at(8);
                     let offset = i64::from_le_bytes(offset.try_into().expect("8 bytes"));
-                    apply(key.as_bytes(), offset, Some(value))?;
-                }
+                    apply(key.as_bytes(), offset, Some(value))
+                })?;
             }
         }
         Ok(())

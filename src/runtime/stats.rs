@@ -136,8 +136,9 @@ pub struct Stats {
     restores: IntCounter,
     state_records: IntCounter,
     spill_refusals: IntCounter,
-    /// `partnersync_state_entries` by map and place: cases, customer links; in memory, spilled.
-    state_entries: [IntGauge; 4],
+    /// `partnersync_state_entries` by map and place: cases, customer links, requesters; in memory,
+    /// spilled.
+    state_entries: [IntGauge; 6],
     ready_gauge: IntGauge,
     assigned: AtomicBool,
     producer_up: AtomicBool,
@@ -289,13 +290,13 @@ impl Stats {
                 let g = IntGaugeVec::new(
                     Opts::new(
                         "partnersync_state_entries",
-                        "Cases and customer links of this instance's partitions, by where they are: in memory, or in the spill file (state.resident_cases).",
+                        "Cases, customer links and requesters of this instance's partitions, by where they are: in memory, or in the spill file (state.resident_cases).",
                     ),
                     &["map", "place"],
                 )
                 .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
-                [("cases", "memory"), ("cases", "spilled"), ("customer_links", "memory"), ("customer_links", "spilled")]
+                [("cases", "memory"), ("cases", "spilled"), ("customer_links", "memory"), ("customer_links", "spilled"), ("requesters", "memory"), ("requesters", "spilled")]
                     .map(|(map, place)| g.with_label_values(&[map, place]))
             },
             ready_gauge: gauge(&r, "partnersync_ready", "1 when partitions are assigned, the producer is connected and the registry is reachable."),
@@ -420,9 +421,22 @@ impl Stats {
         self.parked_events.dec();
     }
 
-    /// Where the owned partitions' cases and customer links are now: `[in memory, spilled]` each.
-    pub fn state_held(&self, cases: [usize; 2], customer_links: [usize; 2]) {
-        let all = [cases[0], cases[1], customer_links[0], customer_links[1]];
+    /// Where the owned partitions' cases, customer links and requesters are now: `[in memory,
+    /// spilled]` each.
+    pub fn state_held(
+        &self,
+        cases: [usize; 2],
+        customer_links: [usize; 2],
+        requesters: [usize; 2],
+    ) {
+        let all = [
+            cases[0],
+            cases[1],
+            customer_links[0],
+            customer_links[1],
+            requesters[0],
+            requesters[1],
+        ];
         for (gauge, n) in self.state_entries.iter().zip(all) {
             gauge.set(n as i64);
         }

@@ -17,16 +17,17 @@ pub trait ColdStore: Send + Sync {
     /// `key`'s bytes, if it is here. An error is fatal to the state (see
     /// [`ResidentMap`](super::ResidentMap)).
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Forgets `key`; true if it was here.
-    fn remove(&mut self, key: &str) -> bool;
-    fn contains(&self, key: &str) -> bool;
+    /// Forgets `key`; true if it was here. An error, as for [`ColdStore::get`], is fatal.
+    fn remove(&mut self, key: &str) -> Result<bool, String>;
+    /// Whether `key` is here. An error, as for [`ColdStore::get`], is fatal.
+    fn contains(&self, key: &str) -> Result<bool, String>;
     fn keys(&self) -> Vec<String>;
     fn len(&self) -> usize;
     /// Forgets `key` like [`ColdStore::remove`], but leaves its bytes where they are, for
     /// [`ColdStore::reinstate`]: a value read back often leaves memory again unchanged, and then
     /// needs no second write. `None` if the store cannot (or `key` is not here).
-    fn detach(&mut self, _key: &str) -> Option<Detached> {
-        None
+    fn detach(&mut self, _key: &str) -> Result<Option<Detached>, String> {
+        Ok(None)
     }
     /// `key`'s bytes, taken out of the store: detached where it can ([`ColdStore::detach`]), else
     /// forgotten. A store may do this in one lookup of its own.
@@ -34,9 +35,9 @@ pub trait ColdStore: Send + Sync {
         let Some(bytes) = self.get(key)? else {
             return Ok(None);
         };
-        let detached = self.detach(key);
+        let detached = self.detach(key)?;
         if detached.is_none() {
-            self.remove(key);
+            self.remove(key)?;
         }
         Ok(Some((bytes, detached)))
     }
@@ -76,12 +77,12 @@ impl ColdStore for MemoryCold {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         Ok(self.values.get(key).cloned())
     }
-    fn remove(&mut self, key: &str) -> bool {
+    fn remove(&mut self, key: &str) -> Result<bool, String> {
         self.detached.remove(key);
-        self.values.remove(key).is_some()
+        Ok(self.values.remove(key).is_some())
     }
-    fn contains(&self, key: &str) -> bool {
-        self.values.contains_key(key)
+    fn contains(&self, key: &str) -> Result<bool, String> {
+        Ok(self.values.contains_key(key))
     }
     fn keys(&self) -> Vec<String> {
         self.values.keys().cloned().collect()
@@ -89,15 +90,17 @@ impl ColdStore for MemoryCold {
     fn len(&self) -> usize {
         self.values.len()
     }
-    fn detach(&mut self, key: &str) -> Option<Detached> {
-        let bytes = self.values.remove(key)?;
+    fn detach(&mut self, key: &str) -> Result<Option<Detached>, String> {
+        let Some(bytes) = self.values.remove(key) else {
+            return Ok(None);
+        };
         let len = bytes.len() as u32;
         self.detached.insert(key.to_string(), bytes);
-        Some(Detached {
+        Ok(Some(Detached {
             generation: 0,
             at: 0,
             len,
-        })
+        }))
     }
     fn reinstate(&mut self, key: &str, _detached: Detached) -> bool {
         match self.detached.remove(key) {

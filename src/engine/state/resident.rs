@@ -135,7 +135,8 @@ impl<V: Spill> ResidentMap<V> {
     where
         V: Default,
     {
-        if !self.contains_key(key) {
+        // Looked up rather than checked first: a check of a cold key costs the store a read.
+        if self.get_mut(key).is_none() {
             self.insert(key.to_string(), V::default());
         }
         self.get_mut(key).expect("inserted just above")
@@ -176,7 +177,11 @@ impl<V: Spill> ResidentMap<V> {
 
     /// Forgets `key`'s cold value; true if it had one.
     fn remove_cold(&mut self, key: &str) -> bool {
-        let removed = self.cold_len > 0 && self.cold.as_mut().is_some_and(|c| c.remove(key));
+        let removed = self.cold_len > 0
+            && self.cold.as_mut().is_some_and(|c| {
+                c.remove(key)
+                    .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))
+            });
         if removed {
             self.cold_len -= 1;
         }
@@ -187,7 +192,11 @@ impl<V: Spill> ResidentMap<V> {
     #[inline]
     pub fn contains_key(&self, key: &str) -> bool {
         self.hot.contains_key(key)
-            || (self.cold_len > 0 && self.cold.as_ref().is_some_and(|c| c.contains(key)))
+            || (self.cold_len > 0
+                && self.cold.as_ref().is_some_and(|c| {
+                    c.contains(key)
+                        .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))
+                }))
     }
 
     /// The state-entry JSON of `key`'s value, wherever it is (reads nothing back into memory).
@@ -427,11 +436,11 @@ mod tests {
         fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(None)
         }
-        fn remove(&mut self, _: &str) -> bool {
-            false
+        fn remove(&mut self, _: &str) -> Result<bool, String> {
+            Ok(false)
         }
-        fn contains(&self, _: &str) -> bool {
-            false
+        fn contains(&self, _: &str) -> Result<bool, String> {
+            Ok(false)
         }
         fn keys(&self) -> Vec<String> {
             Vec::new()
@@ -518,10 +527,10 @@ mod tests {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
             self.0.get(key)
         }
-        fn remove(&mut self, key: &str) -> bool {
+        fn remove(&mut self, key: &str) -> Result<bool, String> {
             self.0.remove(key)
         }
-        fn contains(&self, key: &str) -> bool {
+        fn contains(&self, key: &str) -> Result<bool, String> {
             self.0.contains(key)
         }
         fn keys(&self) -> Vec<String> {
@@ -530,7 +539,7 @@ mod tests {
         fn len(&self) -> usize {
             self.0.len()
         }
-        fn detach(&mut self, key: &str) -> Option<Detached> {
+        fn detach(&mut self, key: &str) -> Result<Option<Detached>, String> {
             self.0.detach(key)
         }
         fn reinstate(&mut self, key: &str, d: Detached) -> bool {

@@ -97,19 +97,26 @@ impl Pipeline {
     /// Sets the state gauges, and counts and warns each time the spill file refused values (they
     /// stay in memory: with a full or broken volume, memory grows with the cases again).
     pub(super) fn report_state(&mut self) {
-        let (mut cases, mut links, mut refused) = ([0; 2], [0; 2], 0);
+        let (mut cases, mut links, mut requesters, mut refused) = ([0; 2], [0; 2], [0; 2], 0);
         let mut why = None;
         for state in self.states.values() {
             cases[0] += state.cases.resident_len();
             cases[1] += state.cases.len() - state.cases.resident_len();
             links[0] += state.customers.resident_len();
             links[1] += state.customers.len() - state.customers.resident_len();
-            for (n, last) in [state.cases.refused(), state.customers.refused()] {
+            requesters[0] += state.requesters.resident_len();
+            requesters[1] += state.requesters.len() - state.requesters.resident_len();
+            let refusals = [
+                state.cases.refused(),
+                state.customers.refused(),
+                state.requesters.refused(),
+            ];
+            for (n, last) in refusals {
                 refused += n;
                 why = why.or(last.map(str::to_string));
             }
         }
-        self.stats.state_held(cases, links);
+        self.stats.state_held(cases, links, requesters);
         if refused > self.spill_refusals_seen {
             self.stats.spill_refused(refused - self.spill_refusals_seen);
             tracing::warn!(
