@@ -25,6 +25,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,8 +100,9 @@ pub struct FileCold {
     flushed: u64,
     pending: Vec<u8>,
     live: u64,
-    /// Counts compactions: a value detached before one is not where its handle says any more.
-    generation: u64,
+    /// Counts compactions from 1: a value detached before one is not where its handle says any
+    /// more.
+    generation: NonZeroU32,
     /// Tests: every key hashes alike, so that every key after the first collides.
     #[cfg(test)]
     colliding: bool,
@@ -119,7 +121,7 @@ impl FileCold {
             flushed: 0,
             pending: Vec::new(),
             live: 0,
-            generation: 0,
+            generation: NonZeroU32::MIN,
             #[cfg(test)]
             colliding: false,
         })
@@ -305,7 +307,8 @@ impl FileCold {
             fresh.live += u64::from(new.len());
         }
         fresh.flush()?;
-        fresh.generation = self.generation + 1;
+        // Four billion compactions of 64 MiB of garbage each are out of reach.
+        fresh.generation = self.generation.checked_add(1).expect("a compaction count");
         *self = fresh;
         Ok(())
     }
@@ -558,7 +561,7 @@ mod tests {
                 cold.put(&format!("k{i}"), &value[..8_000 - round]).unwrap();
             }
         }
-        assert!(cold.generation > 0, "compacted");
+        assert!(cold.generation > NonZeroU32::MIN, "compacted");
         assert!(!cold.reinstate("a", handle) && !cold.contains("a").unwrap());
     }
 
@@ -593,7 +596,7 @@ mod tests {
                 cold.put(&format!("case/{i}"), &value(i, round)).unwrap();
             }
         }
-        assert!(cold.generation > 0, "compacted");
+        assert!(cold.generation > NonZeroU32::MIN, "compacted");
         for i in 0..50 {
             assert_eq!(
                 cold.get(&format!("case/{i}")).unwrap(),

@@ -6,6 +6,7 @@
 //! refuses, counts or keeps everything in memory.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 
 /// A value taken out of a cold store: its bytes, and where they stay if the store detached them.
 pub type Taken = (Vec<u8>, Option<Detached>);
@@ -52,14 +53,17 @@ pub trait ColdStore: Send + Sync {
 }
 
 /// Where a store left a detached value's bytes ([`ColdStore::detach`]); only the store that
-/// made it reads it.
+/// made it reads it. 16 bytes, and as many as an `Option` (the generation is never 0): every
+/// value in memory carries one, for cases, customer links and requesters alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Detached {
     /// Which layout of the store the place is in (a store that moves its values counts up).
-    pub generation: u64,
-    pub at: u64,
+    pub generation: NonZeroU32,
     pub len: u32,
+    pub at: u64,
 }
+
+const _: () = assert!(std::mem::size_of::<Option<Detached>>() == 16);
 
 /// A cold store in memory: for tests, which need the map's behaviour without a file.
 #[derive(Debug, Default)]
@@ -97,7 +101,7 @@ impl ColdStore for MemoryCold {
         let len = bytes.len() as u32;
         self.detached.insert(key.to_string(), bytes);
         Ok(Some(Detached {
-            generation: 0,
+            generation: NonZeroU32::MIN,
             at: 0,
             len,
         }))
