@@ -26,8 +26,17 @@ if ! cargo fmt --version >/dev/null 2>&1; then
 fi
 cargo fmt --check
 
+echo "== lints (cargo clippy, warnings fail)"
+if ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add clippy
+fi
+cargo clippy --locked --all-targets --quiet -- -D warnings
+
 echo "== build (all targets, so benchmarks keep compiling)"
 cargo build --locked --all-targets
+
+echo "== docs (private items included, as they are read; broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --document-private-items --quiet
 
 echo "== tests: unit, scenario, property, schema, CLI, registry and Kafka integration"
 cargo test --locked

@@ -32,6 +32,11 @@
 //! - [`alloc`]: the global allocator (mimalloc).
 //! - [`codec`]: the Avro schemas in `schemas/` and typed encoding and decoding of events and commands.
 
+// The module maps (`# Layout` here and in each module) link the private modules they describe:
+// this is an application, and its docs are read with `cargo doc --document-private-items`, where
+// those links resolve (the test command builds them so, with warnings as errors).
+#![allow(rustdoc::private_intra_doc_links)]
+
 /// mimalloc instead of glibc's allocator; see [`alloc`] for why, and why through its C interface.
 #[global_allocator]
 static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;

@@ -57,7 +57,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     to_vec_after(&[], value)
 }
 
-/// `prefix`, then `value` encoded as by [`to_vec`], in one buffer (a framed record in one
+/// `prefix`, then `value` encoded as by `to_vec` (tests), in one buffer (a framed record in one
 /// allocation).
 pub fn to_vec_after<T: Serialize + ?Sized>(prefix: &[u8], value: &T) -> Result<Vec<u8>, Error> {
     let mut w = Writer(Vec::with_capacity(256));

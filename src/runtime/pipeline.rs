@@ -114,7 +114,7 @@ pub struct Pipeline {
     /// Who this instance is, in the fences it writes: `<pid>-<start time in ns>`.
     fence_tag: String,
     /// Input partitions paused at their assignment until the owned cases partitions are local
-    /// (see [`kafka::ConsumerCtx::post_rebalance`]), and since when.
+    /// (see `ConsumerCtx::post_rebalance` in `kafka.rs`), and since when.
     paused_inputs: Vec<(String, i32)>,
     paused_since: Option<Instant>,
     /// Records taken since freed memory was last given back (see [`Pipeline::give_back_after_burst`]).

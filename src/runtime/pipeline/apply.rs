@@ -14,7 +14,7 @@ use crate::runtime::{now_ms, restore, trace, RuntimeError};
 
 impl Pipeline {
     /// Makes sure the state of cases partition `partition` is in memory. When it is not, every owned
-    /// cases partition not restored yet is restored with it (see [`super::restore`]).
+    /// cases partition not restored yet is restored with it (see [`crate::runtime::restore`]).
     pub(super) async fn ensure_state(&mut self, partition: i32) -> Result<(), RuntimeError> {
         if self.states.contains_key(&partition) {
             return Ok(());
@@ -131,7 +131,7 @@ impl Pipeline {
     }
 
     /// Applies a record of cases partition `partition` (tracked there as `at`), whose `source` is
-    /// the input record it was routed from (rebuilt by [`kafka::incoming`] after the hop).
+    /// the input record it was routed from (rebuilt by [`crate::runtime::kafka::incoming`] after the hop).
     pub(super) async fn apply(
         &mut self,
         tp: u32,
