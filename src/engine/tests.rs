@@ -772,3 +772,30 @@ fn a_requester_read_back_from_the_cold_store_and_changed_is_written_there_change
     let (p1, p4) = (ids::lead_id("usrt", "P1"), ids::lead_id("usrt", "P4"));
     assert!(entry.contains(&p1) && entry.contains(&p4), "{entry}");
 }
+
+#[test]
+fn a_case_laid_out_for_the_spill_file_reads_back_equal_and_writes_the_same_entry() {
+    use crate::engine::state::Spill;
+    let engine = engine();
+    let mut state = EngineState::default();
+    // A record whose JSON needs escapes, and a case with no prospect (an early contact's).
+    let mut event = prospect("P\"1", "marta@fabrikam.com");
+    if let ChangeEvent::Prospect(c) = &mut event {
+        c.record.prospect_name = Some("Fabrikam \u{e9}\\ \"B2B\"".into());
+    }
+    engine.apply(&mut state, event, 0);
+    let key = ids::lead_id("usrt", "P\"1");
+    let case = state.cases.resident(&key).unwrap().clone();
+    let empty = CaseState::default();
+    for case in [case, empty] {
+        let cold = case.to_cold();
+        let back = CaseState::from_cold(&cold).unwrap();
+        assert_eq!(back, case);
+        assert_eq!(back.prospect_id(), case.prospect_id());
+        assert_eq!(back.to_json(), case.to_json(), "the same entry");
+    }
+    // Cut short, it is refused with a sentence, not read as a case.
+    let cold = state.cases.resident(&key).unwrap().to_cold();
+    let err = CaseState::from_cold(&cold[..10]).unwrap_err();
+    assert!(err.contains("shorter"), "{err}");
+}

@@ -16,6 +16,16 @@ use super::{CaseState, CustomerLink, Origin, Outcome, ProspectSeen, Seen};
 
 /// Appends `case` as serde_json writes a `CaseState`.
 pub(super) fn write_case(out: &mut Vec<u8>, case: &CaseState) {
+    write_case_with(out, case, true);
+}
+
+/// Appends `case` as [`write_case`] does, but its prospect's record as `null` (the spill file
+/// keeps the record apart: `Spill::to_cold`).
+pub(super) fn write_case_without_record(out: &mut Vec<u8>, case: &CaseState) {
+    write_case_with(out, case, false);
+}
+
+fn write_case_with(out: &mut Vec<u8>, case: &CaseState, record: bool) {
     let CaseState {
         origin,
         company,
@@ -43,7 +53,7 @@ pub(super) fn write_case(out: &mut Vec<u8>, case: &CaseState) {
     out.extend_from_slice(b",\"prospect\":");
     match prospect {
         None => out.extend_from_slice(b"null"),
-        Some(p) => prospect_seen(out, p),
+        Some(p) => prospect_seen(out, p, record),
     }
     out.extend_from_slice(b",\"lead\":");
     match lead {
@@ -104,14 +114,17 @@ pub(super) fn write_customer(out: &mut Vec<u8>, link: &CustomerLink) {
     out.push(b'}');
 }
 
-/// As [`ProspectSeen`]'s own `Serialize` writes it: its record is JSON already.
-fn prospect_seen(out: &mut Vec<u8>, p: &ProspectSeen) {
+/// As [`ProspectSeen`]'s own `Serialize` writes it: its record is JSON already (or `null`).
+fn prospect_seen(out: &mut Vec<u8>, p: &ProspectSeen, record: bool) {
     out.extend_from_slice(b"{\"version\":");
     integer(out, p.version);
     out.extend_from_slice(b",\"deleted\":");
     boolean(out, p.deleted);
     out.extend_from_slice(b",\"record\":");
-    out.extend_from_slice(p.record.get().as_bytes());
+    match record {
+        true => out.extend_from_slice(p.record_json().as_bytes()),
+        false => out.extend_from_slice(b"null"),
+    }
     out.push(b'}');
 }
 

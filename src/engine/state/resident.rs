@@ -4,8 +4,8 @@
 //! Why: a partition's state grew with every case it owned (~2,100 bytes each): a million-change
 //! backfill of 66,000 cases ran one instance steady at 157 MiB. Most of those cases are idle at
 //! any moment. Here the least recently used values beyond the bound leave memory as the JSON their
-//! state entries carry (the bytes the runtime writes to the state topic), and a lookup of one of
-//! them reads it back. The state topic stays the source of truth: the cold store is a cache a
+//! state entries carry (the bytes the runtime writes to the state topic; a case with its prospect's
+//! JSON laid apart, [`Spill::to_cold`]), and a lookup of one of them reads it back. The state topic stays the source of truth: the cold store is a cache a
 //! restore rebuilds, never read by another instance or after a restart.
 //!
 //! Why a lookup reads through, rather than the runtime loading an event's entries before the
@@ -33,6 +33,15 @@ pub trait Spill: Sized {
     fn to_json(&self) -> Vec<u8>;
     /// The value read back from [`Spill::to_json`]'s bytes.
     fn from_json(bytes: &[u8]) -> Result<Self, String>;
+    /// The value as the cold store keeps it: its entry's JSON unless the type lays it out so
+    /// that it reads back faster (the store never leaves the process).
+    fn to_cold(&self) -> Vec<u8> {
+        self.to_json()
+    }
+    /// The value read back from [`Spill::to_cold`]'s bytes.
+    fn from_cold(bytes: &[u8]) -> Result<Self, String> {
+        Self::from_json(bytes)
+    }
 }
 
 #[derive(Clone)]
@@ -199,13 +208,19 @@ impl<V: Spill> ResidentMap<V> {
                 }))
     }
 
-    /// The state-entry JSON of `key`'s value, wherever it is (reads nothing back into memory).
+    /// The state-entry JSON of `key`'s value, wherever it is (reads nothing back into memory; a
+    /// cold value is read and written again as JSON: entries written are of values in memory, so
+    /// this is for whole-state comparisons).
     pub fn json(&self, key: &str) -> Option<Vec<u8>> {
         match self.hot.get(key) {
             Some(slot) => Some(slot.value.to_json()),
             None => self.cold.as_ref().and_then(|c| {
-                c.get(key)
-                    .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))
+                let bytes = c
+                    .get(key)
+                    .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
+                let value =
+                    V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
+                Some(value.to_json())
             }),
         }
     }
@@ -252,7 +267,7 @@ impl<V: Spill> ResidentMap<V> {
                     .unwrap_or_else(|e| panic!("{}", unreadable(&k, &e)))
                     .expect("a key the store lists");
                 let value =
-                    V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(&k, &e)));
+                    V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(&k, &e)));
                 all.push((k, value));
             }
         }
@@ -292,7 +307,7 @@ impl<V: Spill> ResidentMap<V> {
             .take(key)
             .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
         self.cold_len -= 1;
-        let value = V::from_json(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
+        let value = V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
         Some((value, detached))
     }
 
@@ -333,7 +348,7 @@ impl<V: Spill> ResidentMap<V> {
                 left += 1;
                 return false;
             }
-            match cold.put(k, &s.value.to_json()) {
+            match cold.put(k, &s.value.to_cold()) {
                 Ok(()) => {
                     left += 1;
                     false
