@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
@@ -116,7 +116,8 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
-pub type PipelineProducer = ThreadedProducer<ProducerCtx>;
+/// Served by a thread that sleeps while there are no events (`runtime/quiet_producer.rs`).
+pub type PipelineProducer = super::quiet_producer::QuietProducer<ProducerCtx>;
 
 /// One record to produce.
 pub struct OutRecord<'a> {

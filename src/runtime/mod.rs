@@ -14,6 +14,7 @@ pub mod local;
 pub mod order;
 pub mod partitioner;
 pub mod pipeline;
+pub mod quiet_producer;
 pub mod restore;
 pub mod spill;
 pub mod stats;
@@ -325,12 +326,12 @@ pub async fn run_with(
             format!("{}-{instance}", settings.kafka.group_id),
         );
     }
+    let context = ProducerCtx {
+        deliveries: tx,
+        stats: stats.clone(),
+    };
     let producer: Arc<PipelineProducer> = Arc::new(
-        producer_config
-            .create_with_context(ProducerCtx {
-                deliveries: tx,
-                stats: stats.clone(),
-            })
+        PipelineProducer::create(&producer_config, context, "producer events")
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
     // First and at once: the broker's producer id (~0.5 s on Tansu) arrives while the registry
@@ -410,12 +411,16 @@ pub async fn run_with(
     // the producer's id is on its way (`Pipeline::start_up`).
     tracing::info!(group = %settings.kafka.group_id, topics = ?topics.subscriptions(), "partner-sync is running.");
 
-    let fence_producer = settings
+    let fence_config = settings
         .kafka
         .client_config(ClientRole::FenceWriter)
-        .map_err(RuntimeError::Config)?
-        .create()
-        .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;
+        .map_err(RuntimeError::Config)?;
+    let fence_producer = quiet_producer::QuietProducer::create(
+        &fence_config,
+        quiet_producer::AwaitingCtx,
+        "fence events",
+    )
+    .map_err(|e| RuntimeError::Kafka(format!("cannot create the fence producer: {e}")))?;
     let probe = spawn_registry_probe(&settings, registry.sibling(), &schema_ids, stats.clone());
     let pipeline = Pipeline::new(
         settings,

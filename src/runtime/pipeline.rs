@@ -99,7 +99,7 @@ pub struct Pipeline {
     states: FastMap<i32, EngineState>,
     expiry_batches: FastMap<i64, (usize, Vec<StateRecord>)>,
     next_batch: i64,
-    fence_producer: rdkafka::producer::FutureProducer,
+    fence_producer: super::quiet_producer::QuietProducer<super::quiet_producer::AwaitingCtx>,
     in_flight: usize,
     stored_since_commit: bool,
     /// Exactly-once: the open transaction, if the guarantee asks for one.
@@ -185,7 +185,7 @@ impl Pipeline {
         schema_ids: FastMap<crate::model::CommandKind, u32>,
         rebalance: Arc<Mutex<RebalanceLog>>,
         stats: Arc<Stats>,
-        fence_producer: rdkafka::producer::FutureProducer,
+        fence_producer: super::quiet_producer::QuietProducer<super::quiet_producer::AwaitingCtx>,
         cases_partitions: i32,
     ) -> Pipeline {
         Pipeline {

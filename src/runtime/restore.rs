@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::quiet_producer::{send_awaiting, AwaitingCtx, QuietProducer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::spill::FileCold;
@@ -35,7 +35,7 @@ pub struct Spill {
 /// liveness heartbeat going while it waits, on purpose.
 pub async fn restore_all(
     kafka: &KafkaSettings,
-    fence_producer: &FutureProducer,
+    fence_producer: &QuietProducer<AwaitingCtx>,
     state_topic: &str,
     partitions: &[i32],
     spill: Option<Spill>,
@@ -52,21 +52,16 @@ pub async fn restore_all(
     // Write every fence first (they travel together), then wait for their offsets.
     let mut fences = Vec::with_capacity(partitions.len());
     for &partition in partitions {
-        let record = rdkafka::producer::FutureRecord::to(state_topic)
-            .partition(partition)
-            .key(&fence_key)
-            .payload(&stamp);
-        let delivery = fence_producer
-            .send_result(record)
-            .map_err(|(e, _)| fence_failed(partition, &e))?;
+        let delivery = send_awaiting(fence_producer, state_topic, partition, &fence_key, &stamp)
+            .map_err(|e| fence_failed(partition, &e))?;
         fences.push((partition, delivery));
     }
     let started = Instant::now();
     let mut readers = Vec::with_capacity(fences.len());
     for (partition, delivery) in fences {
         let fence = match delivery.await {
-            Ok(Ok(delivery)) => delivery.offset,
-            Ok(Err((e, _))) => return Err(fence_failed(partition, &e)),
+            Ok(Ok((_, offset))) => offset,
+            Ok(Err(e)) => return Err(fence_failed(partition, &e)),
             Err(_) => {
                 return Err(RuntimeError::State(format!(
                     "the restore fence to {state_topic} partition {partition} was cancelled"
