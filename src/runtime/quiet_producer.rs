@@ -24,6 +24,10 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::ClientConfig;
 
+/// How long the thread sleeps on the pipe before it looks again by itself. Unit tests make it a
+/// minute, so that a record delivered in time was woken for by the pipe, not found by the timer.
+const IDLE_WAKE_MS: i32 = if cfg!(test) { 60_000 } else { 1_000 };
+
 /// A `BaseProducer` served by a thread of its own (see the module docs). Derefs to the producer.
 pub struct QuietProducer<C: ProducerContext + 'static> {
     producer: Arc<BaseProducer<C>>,
@@ -114,7 +118,7 @@ fn serve<C: ProducerContext>(
         };
         // SAFETY: one valid pollfd; the pipe is non-blocking, so the reads stop when it is empty.
         unsafe {
-            libc::poll(&mut fd, 1, 1_000);
+            libc::poll(&mut fd, 1, IDLE_WAKE_MS);
             while libc::read(read.as_raw_fd(), drained.as_mut_ptr().cast(), drained.len()) > 0 {}
         }
     }
@@ -173,4 +177,56 @@ pub fn send_awaiting(
         .payload(payload);
     producer.send(record).map_err(|(e, _)| e.to_string())?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    /// Deliveries arrive with nobody but the producer's own thread polling, in order per
+    /// partition, woken by the pipe (its own timer is a minute in tests: each wait here is 10 s),
+    /// and dropping the producer stops its thread.
+    #[tokio::test]
+    async fn records_are_delivered_by_the_sleeping_thread_and_drop_stops_it() {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster.create_topic("quiet", 2, 1).expect("a topic");
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "5");
+        let producer = QuietProducer::create(&config, AwaitingCtx, "quiet test").unwrap();
+        let mut waiting = Vec::new();
+        for n in 0..200 {
+            let partition = n % 2;
+            let rx = send_awaiting(&producer, "quiet", partition, "k", &n.to_string()).unwrap();
+            waiting.push((partition, rx));
+        }
+        let mut last = [-1i64; 2];
+        for (partition, rx) in waiting {
+            let delivered = tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("delivered within 10 s")
+                .expect("the sender is not dropped");
+            let (p, offset) = delivered.expect("no delivery error");
+            assert_eq!(p, partition);
+            assert!(offset > last[p as usize], "in order per partition");
+            last[p as usize] = offset;
+        }
+        assert_eq!(last, [99, 99]);
+        // Idle for a while, then a record still gets through (the pipe wakes the thread).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rx = send_awaiting(&producer, "quiet", 0, "k", "late").unwrap();
+        let late = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        assert_eq!(late.unwrap().unwrap(), Ok((0, 100)));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(producer);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "dropping the producer returns"
+        );
+    }
 }
