@@ -254,6 +254,9 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
             .await
             .map_err(|(e, _)| format!("cannot write the story to {topic}: {e}"))?;
     }
+    // Every record is acknowledged: the story's producer is done. Dropped now, its polling thread
+    // (rust-rdkafka's, which spins through the end of each poll) does not idle on through `--hold`.
+    drop(producer);
 
     // Wait until every record was routed and applied and nothing is in flight.
     let inputs = events.len() as u64;
