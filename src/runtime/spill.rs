@@ -188,17 +188,24 @@ impl FileCold {
         Ok(is_keys(buf, key))
     }
 
-    /// Where `key`'s record is, checked against the key it holds.
-    fn find(&self, key: &str) -> Result<Option<Found>, String> {
+    /// The record that may be `key`'s: among the collided keys (by its text, so surely), else
+    /// under its hash (not checked yet).
+    fn candidate(&self, key: &str) -> Option<Found> {
         if let Some(&place) = self.collided.get(key) {
-            return Ok(Some(Found { hash: None, place }));
+            return Some(Found { hash: None, place });
         }
         let hash = self.hash(key);
-        match self.index.get(&hash) {
-            Some(&place) if self.holds(place, key)? => Ok(Some(Found {
-                hash: Some(hash),
-                place,
-            })),
+        let place = *self.index.get(&hash)?;
+        Some(Found {
+            hash: Some(hash),
+            place,
+        })
+    }
+
+    /// Where `key`'s record is, checked against the key it holds.
+    fn find(&self, key: &str) -> Result<Option<Found>, String> {
+        match self.candidate(key) {
+            Some(found) if found.hash.is_none() || self.holds(found.place, key)? => Ok(Some(found)),
             _ => Ok(None),
         }
     }
@@ -206,18 +213,8 @@ impl FileCold {
     /// `key`'s record, read whole and checked: one read where [`FileCold::find`] and a read of
     /// the record would make two.
     fn find_read(&self, key: &str) -> Result<Option<(Found, Vec<u8>)>, String> {
-        let found = match self.collided.get(key) {
-            Some(&place) => Found { hash: None, place },
-            None => {
-                let hash = self.hash(key);
-                let Some(&place) = self.index.get(&hash) else {
-                    return Ok(None);
-                };
-                Found {
-                    hash: Some(hash),
-                    place,
-                }
-            }
+        let Some(found) = self.candidate(key) else {
+            return Ok(None);
         };
         let record = self.read(found.place)?;
         Ok(is_keys(&record, key).then_some((found, record)))
@@ -284,6 +281,13 @@ impl FileCold {
         Ok((Place::new(at, len as u32), flushing))
     }
 
+    /// Appends the record at `place` in `other` as a live one of this store's (a compaction).
+    fn copy_from(&mut self, other: &FileCold, place: Place) -> Result<Place, String> {
+        let (new, _) = self.append(&[&other.read(place)?])?;
+        self.live += u64::from(new.len());
+        Ok(new)
+    }
+
     /// Copies the live records to a new file once garbage dominates (see the module docs).
     fn compact_if_due(&mut self) -> Result<(), String> {
         let garbage = self.file_bytes() - self.live;
@@ -297,14 +301,12 @@ impl FileCold {
             fresh.colliding = self.colliding;
         }
         for (&hash, &place) in &self.index {
-            let (new, _) = fresh.append(&[&self.read(place)?])?;
+            let new = fresh.copy_from(self, place)?;
             fresh.index.insert(hash, new);
-            fresh.live += u64::from(new.len());
         }
         for (key, &place) in &self.collided {
-            let (new, _) = fresh.append(&[&self.read(place)?])?;
+            let new = fresh.copy_from(self, place)?;
             fresh.collided.insert(key.clone(), new);
-            fresh.live += u64::from(new.len());
         }
         fresh.flush()?;
         // Four billion compactions of 64 MiB of garbage each are out of reach.
@@ -317,11 +319,11 @@ impl FileCold {
     pub fn each(&self, mut f: impl FnMut(&str, &[u8]) -> Result<(), String>) -> Result<(), String> {
         for &place in self.index.values().chain(self.collided.values()) {
             let record = self.read(place)?;
-            let key_len = usize::from(u16::from_le_bytes([record[0], record[1]]));
-            let key = std::str::from_utf8(&record[KEY_LEN..KEY_LEN + key_len]).map_err(|_| {
+            let (key, value) = split_record(&record);
+            let key = std::str::from_utf8(key).map_err(|_| {
                 self.failed("read a key from", &std::io::ErrorKind::InvalidData.into())
             })?;
-            f(key, &record[KEY_LEN + key_len..])?;
+            f(key, value)?;
         }
         Ok(())
     }
@@ -335,6 +337,12 @@ impl FileCold {
     }
 }
 
+/// A record split into its key and its value.
+fn split_record(record: &[u8]) -> (&[u8], &[u8]) {
+    let key_len = usize::from(u16::from_le_bytes([record[0], record[1]]));
+    record[KEY_LEN..].split_at(key_len)
+}
+
 /// Whether `record` starts with `key` as a record lays it out.
 fn is_keys(record: &[u8], key: &str) -> bool {
     record.len() >= KEY_LEN + key.len()
@@ -344,7 +352,7 @@ fn is_keys(record: &[u8], key: &str) -> bool {
 
 /// The value of a record read whole: what follows its key.
 fn value_of(mut record: Vec<u8>) -> Vec<u8> {
-    let key_len = usize::from(u16::from_le_bytes([record[0], record[1]]));
+    let key_len = split_record(&record).0.len();
     record.drain(..KEY_LEN + key_len);
     record
 }
