@@ -5,8 +5,9 @@
 //! backfill of 66,000 cases ran one instance steady at 157 MiB. Most of those cases are idle at
 //! any moment. Here the least recently used values beyond the bound leave memory as the JSON their
 //! state entries carry (the bytes the runtime writes to the state topic; a case with its prospect's
-//! JSON laid apart, [`Spill::to_cold`]), and a lookup of one of them reads it back. The state topic stays the source of truth: the cold store is a cache a
-//! restore rebuilds, never read by another instance or after a restart.
+//! JSON laid apart, [`Spill::to_cold`]), and a lookup of one of them reads it back. The state
+//! topic stays the source of truth: the cold store is a cache a restore rebuilds, never read by
+//! another instance or after a restart.
 //!
 //! Why a lookup reads through, rather than the runtime loading an event's entries before the
 //! engine runs: which entries a rule reads depends on what it finds (a won opportunity reads the
@@ -187,10 +188,10 @@ impl<V: Spill> ResidentMap<V> {
     /// Forgets `key`'s cold value; true if it had one.
     fn remove_cold(&mut self, key: &str) -> bool {
         let removed = self.cold_len > 0
-            && self.cold.as_mut().is_some_and(|c| {
-                c.remove(key)
-                    .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))
-            });
+            && self
+                .cold
+                .as_mut()
+                .is_some_and(|c| c.remove(key).or_fatal(key));
         if removed {
             self.cold_len -= 1;
         }
@@ -202,10 +203,10 @@ impl<V: Spill> ResidentMap<V> {
     pub fn contains_key(&self, key: &str) -> bool {
         self.hot.contains_key(key)
             || (self.cold_len > 0
-                && self.cold.as_ref().is_some_and(|c| {
-                    c.contains(key)
-                        .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))
-                }))
+                && self
+                    .cold
+                    .as_ref()
+                    .is_some_and(|c| c.contains(key).or_fatal(key)))
     }
 
     /// The state-entry JSON of `key`'s value, wherever it is (reads nothing back into memory; a
@@ -215,11 +216,8 @@ impl<V: Spill> ResidentMap<V> {
         match self.hot.get(key) {
             Some(slot) => Some(slot.value.to_json()),
             None => self.cold.as_ref().and_then(|c| {
-                let bytes = c
-                    .get(key)
-                    .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
-                let value =
-                    V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
+                let bytes = c.get(key).or_fatal(key)?;
+                let value = V::from_cold(&bytes).or_fatal(key);
                 Some(value.to_json())
             }),
         }
@@ -262,12 +260,8 @@ impl<V: Spill> ResidentMap<V> {
             .collect();
         if let Some(cold) = &self.cold {
             for k in cold.keys() {
-                let bytes = cold
-                    .get(&k)
-                    .unwrap_or_else(|e| panic!("{}", unreadable(&k, &e)))
-                    .expect("a key the store lists");
-                let value =
-                    V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(&k, &e)));
+                let bytes = cold.get(&k).or_fatal(&k).expect("a key the store lists");
+                let value = V::from_cold(&bytes).or_fatal(&k);
                 all.push((k, value));
             }
         }
@@ -294,6 +288,11 @@ impl<V: Spill> ResidentMap<V> {
         self.hot.len()
     }
 
+    /// How many values are `[in memory, in the cold store]`.
+    pub fn places(&self) -> [usize; 2] {
+        [self.hot.len(), self.cold_len]
+    }
+
     /// How many values the cold store refused so far (they stayed in memory), and why the last
     /// one was.
     pub fn refused(&self) -> (u64, Option<&str>) {
@@ -303,11 +302,9 @@ impl<V: Spill> ResidentMap<V> {
     /// `key`'s cold value, and where its bytes stay while it is unchanged.
     fn take_cold(&mut self, key: &str) -> Option<(V, Option<Detached>)> {
         let cold = self.cold.as_mut()?;
-        let (bytes, detached) = cold
-            .take(key)
-            .unwrap_or_else(|e| panic!("{}", unreadable(key, &e)))?;
+        let (bytes, detached) = cold.take(key).or_fatal(key)?;
         self.cold_len -= 1;
-        let value = V::from_cold(&bytes).unwrap_or_else(|e| panic!("{}", unreadable(key, &e)));
+        let value = V::from_cold(&bytes).or_fatal(key);
         Some((value, detached))
     }
 
@@ -371,12 +368,23 @@ impl<V: Spill> ResidentMap<V> {
     }
 }
 
-fn unreadable(key: &str, error: &str) -> String {
-    format!(
-        "The state entry {key:?} moved out of memory cannot be read back ({error}). This copy of the \
-         state can no longer decide correctly, so the instance stops; on restart it restores the \
-         partition from the state topic. Check the volume behind state.spill_dir."
-    )
+/// A cold store's failure as fatal to the state (see [`ResidentMap`]), with the sentence that says
+/// so.
+trait OrFatal<T> {
+    fn or_fatal(self, key: &str) -> T;
+}
+
+impl<T> OrFatal<T> for Result<T, String> {
+    fn or_fatal(self, key: &str) -> T {
+        self.unwrap_or_else(|error| {
+            panic!(
+                "The state entry {key:?} moved out of memory cannot be read back ({error}). This \
+                 copy of the state can no longer decide correctly, so the instance stops; on \
+                 restart it restores the partition from the state topic. Check the volume behind \
+                 state.spill_dir."
+            )
+        })
+    }
 }
 
 impl<V: Spill + Clone + PartialEq> PartialEq for ResidentMap<V> {

@@ -100,12 +100,14 @@ impl Pipeline {
         let (mut cases, mut links, mut requesters, mut refused) = ([0; 2], [0; 2], [0; 2], 0);
         let mut why = None;
         for state in self.states.values() {
-            cases[0] += state.cases.resident_len();
-            cases[1] += state.cases.len() - state.cases.resident_len();
-            links[0] += state.customers.resident_len();
-            links[1] += state.customers.len() - state.customers.resident_len();
-            requesters[0] += state.requesters.resident_len();
-            requesters[1] += state.requesters.len() - state.requesters.resident_len();
+            for (sum, places) in [
+                (&mut cases, state.cases.places()),
+                (&mut links, state.customers.places()),
+                (&mut requesters, state.requesters.places()),
+            ] {
+                sum[0] += places[0];
+                sum[1] += places[1];
+            }
             let refusals = [
                 state.cases.refused(),
                 state.customers.refused(),
