@@ -267,14 +267,13 @@ impl Spill for CaseState {
         out
     }
     fn from_cold(bytes: &[u8]) -> Result<CaseState, String> {
-        let split = |bytes: &[u8]| -> Option<(usize, usize)> {
-            let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-            (bytes.len() >= 4 + len).then_some((4, 4 + len))
-        };
-        let (from, to) = split(bytes).ok_or("a spilled case shorter than its prospect's length")?;
-        let mut case: CaseState = read_back(&bytes[to..])?;
+        let short = "a spilled case shorter than its prospect's length";
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or(short)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (record, entry) = rest.split_at_checked(len).ok_or(short)?;
+        let mut case: CaseState = read_back(entry)?;
         if let Some(p) = case.prospect.as_mut() {
-            let record = std::str::from_utf8(&bytes[from..to]).map_err(|e| e.to_string())?;
+            let record = std::str::from_utf8(record).map_err(|e| e.to_string())?;
             p.set_record(Box::from(record)).map_err(|e| e.to_string())?;
         }
         Ok(case)

@@ -94,20 +94,7 @@ fn serve<C: ProducerContext>(
     unsafe { rdsys::rd_kafka_queue_io_event_enable(queue, write, b"e".as_ptr().cast(), 1) };
     let mut drained = [0u8; 64];
     while !stop.load(Ordering::Acquire) {
-        let mut stuck = false;
-        loop {
-            // SAFETY: a valid queue reference, held until the end of this function.
-            let before = unsafe { rdsys::rd_kafka_queue_length(queue) };
-            if before == 0 {
-                break;
-            }
-            producer.poll(Duration::ZERO);
-            if unsafe { rdsys::rd_kafka_queue_length(queue) } >= before {
-                stuck = true;
-                break;
-            }
-        }
-        if stuck {
+        if !serve_queued(producer, queue) {
             producer.poll(Duration::from_millis(100));
             continue;
         }
@@ -125,6 +112,26 @@ fn serve<C: ProducerContext>(
     unsafe {
         rdsys::rd_kafka_queue_io_event_enable(queue, -1, std::ptr::null(), 0);
         rdsys::rd_kafka_queue_destroy(queue);
+    }
+}
+
+/// Serves `queue` with polls of no wait until it is empty (true), or until a poll leaves it no
+/// shorter (false: events arrive as fast as they are served).
+fn serve_queued<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    queue: *mut rdsys::rd_kafka_queue_t,
+) -> bool {
+    // SAFETY: `serve` holds the queue reference until after its last call here.
+    let length = || unsafe { rdsys::rd_kafka_queue_length(queue) };
+    loop {
+        let before = length();
+        if before == 0 {
+            return true;
+        }
+        producer.poll(Duration::ZERO);
+        if length() >= before {
+            return false;
+        }
     }
 }
 
