@@ -1,9 +1,19 @@
-//! The global allocator: mimalloc, called through its C interface.
+//! The allocator of the whole process: mimalloc, for Rust's allocations and librdkafka's alike.
 //!
 //! Why mimalloc: draining the end-to-end benchmark's larger backlog, glibc's malloc and free were
 //! ~15% of the connector's samples (see the commit that made the switch). The connector, its tests
-//! and its benchmarks all link this library, so they measure what it runs with. librdkafka's own C
-//! allocations stay with glibc.
+//! and its benchmarks all link this library, so they measure what it runs with.
+//!
+//! Why librdkafka's C allocations too (libmimalloc-sys's `override`, which defines `malloc` and
+//! `free` in the executable): every message the pipeline thread produces is allocated there and
+//! freed by librdkafka's broker thread once delivered, and every fetched message the other way
+//! round. glibc serves a block freed by another thread through the owner arena's lock: in a drain
+//! profile, its `_int_malloc`, `_int_free` and the futex wake-ups of that lock were ~5% of the
+//! pipeline thread, most inside `rd_kafka_producev`. mimalloc takes such frees without a lock.
+//! Measured in the commit that made the switch, alternating with the build before it: the drain
+//! of the larger backlog 131,403–132,320 → 141,596–143,914 records/s once running (three pairs),
+//! of 182,569 events 136,036 / 145,382 → 145,419 / 154,882 (two pairs). See [`give_back_memory_promptly`] for what keeps its memory in
+//! check.
 //!
 //! Why not the `mimalloc` crate's allocator: it passes every request to `mi_malloc_aligned`, which
 //! checks the alignment before it takes the small-block path. Nearly all of our allocations are
@@ -79,52 +89,41 @@ pub fn no_transparent_huge_pages() {
     }
 }
 
-/// Buffers of 128 KiB and more that glibc allocates (librdkafka's fetch responses and batches; the
-/// Rust side allocates from mimalloc, above) are mapped on their own and given back to the system
-/// when freed. By default glibc raises this threshold to the largest buffer freed so far (up to 32
-/// MiB), after which such buffers come from the heap and stay resident: in `cargo bench --bench
-/// e2e`, RSS at a steady 1,000 records/s varied from 46 to 80 MiB across runs with the default,
-/// and was 37 MiB with the threshold fixed.
-pub fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; the command line calls it
-    // first thing, before any thread exists.
+// mimalloc's options set here: their values in `mi_option_t` of v3's `mimalloc.h` (libmimalloc-sys's
+// bindings name only older ones).
+const ARENA_PURGE_MULT: mi::mi_option_t = 24;
+const ARENA_MAX_OBJECT_SIZE: mi::mi_option_t = 45;
+
+/// What mimalloc frees goes back to the system about a second later, in its arenas too (10 s by
+/// default), and a block or page of more than 64 KiB is mapped on its own and unmapped when
+/// freed, as glibc did for librdkafka's large buffers. The command line calls it first thing.
+///
+/// Why: librdkafka's memory is mimalloc's too (see the module docs). A fetch that brings a whole
+/// backlog allocates a message for each of its records in the broker thread, which the pipeline
+/// frees as it takes them, and a buffer as large as the response (64 MiB in the end-to-end
+/// benchmark). With mimalloc's defaults that garbage stayed resident through a backfill. Peak RSS
+/// draining the larger backlog (`E2E_PROSPECTS=4000`) was 79–83 MiB with the defaults, 67–69
+/// with these and 63–65 under glibc; on 182,569 events (`E2E_PROSPECTS=12000`) 144–146 MiB,
+/// 125–126 and 124–125. With the limit at 4 MiB instead of 64 KiB (mimalloc's large page), the larger
+/// backlog's peak stayed at 79–82 MiB.
+pub fn give_back_memory_promptly() {
+    // SAFETY: mi_option_set only sets allocator parameters; it takes no pointers.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        mi::mi_option_set(ARENA_PURGE_MULT, 1);
+        mi::mi_option_set(ARENA_MAX_OBJECT_SIZE, 64);
     }
 }
 
-/// Memory freed in this thread's mimalloc heap goes back to the system only when its thread
-/// allocates again (and its purge delay, 1 s, has passed); an idle thread never does. A state
-/// reader's decoding garbage was freed in its (blocking-pool) thread's heap. Measured with `cargo
-/// bench --bench e2e` (larger backlog): RSS at a steady 1,000 records/s after a restore was 69–73
-/// MiB without this.
-pub fn collect_this_threads_garbage() {
-    // SAFETY: mi_collect only frees memory mimalloc holds for this thread; it takes no pointers.
-    unsafe { mi::mi_collect(true) }
-}
-
-/// Gives the memory glibc holds freed back to the system now (librdkafka's allocations: see
-/// `Pipeline::trim_during_burst`).
-pub fn give_back_glibc_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Gives freed memory back to the system now, glibc's and this thread's mimalloc heap's.
-/// - After a restore: the readers' fetch buffers and decoding garbage were freed in the allocator
-///   arenas of the threads that read; glibc (which librdkafka allocates with) keeps such memory
-///   resident until told. Measured with `cargo bench --bench e2e`: RSS at a steady 1,000
-///   records/s after restoring three partitions together was 68–73 MiB without this, against 43
-///   MiB when they were restored one by one. This thread's mimalloc heap is collected too (it
-///   received the restored states).
+/// Gives the memory freed in this thread's mimalloc heap back to the system now. Otherwise it goes
+/// back only when its thread allocates again after the purge delay; an idle thread never does.
+/// - After a restore: a state reader's fetch buffers and decoding garbage were freed in its
+///   (blocking-pool) thread's heap. Measured with `cargo bench --bench e2e` (larger backlog): RSS
+///   at a steady 1,000 records/s after a restore was 69–73 MiB without this. The pipeline's
+///   thread collects its heap afterwards too: it received the restored states.
 /// - After a backfill: see `Pipeline::give_back_after_burst`.
 pub fn give_back_freed_memory() {
-    give_back_glibc_memory();
-    collect_this_threads_garbage();
+    // SAFETY: mi_collect only frees memory mimalloc holds for this thread; it takes no pointers.
+    unsafe { mi::mi_collect(true) }
 }
 
 // Not in libmimalloc-sys's v3 bindings: mimalloc's main heap (see `live_heap_bytes`).
@@ -183,6 +182,48 @@ mod tests {
                 .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
             "THP_enabled is not 0 in /proc/self/status:\n{status}"
         );
+    }
+
+    #[test]
+    fn what_c_code_allocates_comes_from_mimalloc() {
+        // librdkafka calls malloc and free: with the override, those are mimalloc's.
+        // SAFETY: a block from malloc, freed once with free.
+        unsafe {
+            let p = libc::malloc(100);
+            assert!(!p.is_null());
+            assert!(
+                mi::mi_is_in_heap_region(p),
+                "malloc is not mimalloc's: is libmimalloc-sys's `override` feature on?"
+            );
+            libc::free(p);
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_block_above_64_kib_is_unmapped_as_soon_as_it_is_freed() {
+        const SIZE: usize = 1024 * 1024;
+        give_back_memory_promptly();
+        // Whether the pages around `p` are mapped: mincore fails with ENOMEM where they are not.
+        let mapped = |p: *mut c_void| {
+            let page = (p as usize) & !4095;
+            let mut residency = vec![0u8; SIZE / 4096];
+            // SAFETY: mincore only reads the page tables of the range and writes `residency`,
+            // which has a byte for each of its pages.
+            unsafe { libc::mincore(page as *mut c_void, SIZE - 4096, residency.as_mut_ptr()) == 0 }
+        };
+        // SAFETY: a block from malloc (mimalloc's, see above), written within its size, freed once.
+        unsafe {
+            let p = libc::malloc(SIZE);
+            assert!(!p.is_null());
+            p.cast::<u8>().write_bytes(1, SIZE);
+            assert!(mapped(p));
+            libc::free(p);
+            assert!(
+                !mapped(p),
+                "the freed 1 MiB block is still mapped: it came from mimalloc's arenas"
+            );
+        }
     }
 
     #[test]

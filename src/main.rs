@@ -69,7 +69,7 @@ enum Command {
 
 fn main() -> ExitCode {
     partner_sync::alloc::no_transparent_huge_pages();
-    partner_sync::alloc::fixed_mmap_threshold();
+    partner_sync::alloc::give_back_memory_promptly();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {

@@ -55,9 +55,6 @@ use crate::settings::Settings;
 /// [`Pipeline::give_back_after_burst`]): a burst, not a trickle.
 const GIVE_BACK_AFTER: u64 = 10_000;
 
-/// Records taken between two trims of glibc's arenas (see [`Pipeline::trim_during_burst`]).
-const TRIM_EVERY: u64 = 50_000;
-
 /// Nanoseconds since the epoch (0 if the clock is before it).
 fn now_ns() -> u128 {
     std::time::SystemTime::now()
@@ -119,9 +116,6 @@ pub struct Pipeline {
     paused_since: Option<Instant>,
     /// Records taken since freed memory was last given back (see [`Pipeline::give_back_after_burst`]).
     taken_since_give_back: u64,
-    /// Records taken since glibc's freed memory was last given back (see
-    /// [`Pipeline::trim_during_burst`]).
-    taken_since_trim: u64,
     /// Spill-file refusals already logged (`Pipeline::report_state`).
     spill_refusals_seen: u64,
 }
@@ -221,7 +215,6 @@ impl Pipeline {
             paused_inputs: Vec::new(),
             paused_since: None,
             taken_since_give_back: 0,
-            taken_since_trim: 0,
             spill_refusals_seen: 0,
             settings,
         }
@@ -282,7 +275,6 @@ impl Pipeline {
             self.stats.beat();
             if matches!(event, Event::Message(_)) {
                 self.taken_since_give_back += 1;
-                self.trim_during_burst();
             }
             let _ = self.take_rebalances().await?;
             match event {
@@ -386,20 +378,6 @@ impl Pipeline {
         {
             crate::alloc::give_back_freed_memory();
             self.taken_since_give_back = 0;
-        }
-    }
-
-    /// Every [`TRIM_EVERY`] records taken, gives back what glibc holds freed. librdkafka allocates
-    /// each fetched message with glibc in its broker thread, and the pipeline frees it as it takes
-    /// the record; a fetch that brings a whole backlog leaves those allocations' high-water mark
-    /// resident in that thread's arena for the rest of the burst (25–27 MiB in the end-to-end
-    /// benchmark's 182,569-event drain, whose peak fell from 144–147 to 126–129 MiB with this).
-    /// A trim took 0.4–1.5 ms there: at most ~30 ns per record taken.
-    fn trim_during_burst(&mut self) {
-        self.taken_since_trim += 1;
-        if self.taken_since_trim >= TRIM_EVERY {
-            crate::alloc::give_back_glibc_memory();
-            self.taken_since_trim = 0;
         }
     }
 

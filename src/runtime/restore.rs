@@ -73,7 +73,7 @@ pub async fn restore_all(
             partition,
             tokio::task::spawn_blocking(move || {
                 let read = read_partition(&kafka, &topic, partition, fence, spill, BUDGET);
-                crate::alloc::collect_this_threads_garbage();
+                crate::alloc::give_back_freed_memory();
                 read
             }),
         ));
