@@ -12,8 +12,8 @@
 //! pipeline thread, most inside `rd_kafka_producev`. mimalloc takes such frees without a lock.
 //! Measured in the commit that made the switch, alternating with the build before it: the drain
 //! of the larger backlog 131,403–132,320 → 141,596–143,914 records/s once running (three pairs),
-//! of 182,569 events 136,036 / 145,382 → 145,419 / 154,882 (two pairs). See [`give_back_memory_promptly`] for what keeps its memory in
-//! check.
+//! of 182,569 events 136,036 / 145,382 → 145,419 / 154,882 (two pairs). See
+//! [`give_back_memory_promptly`] for what keeps its memory in check.
 //!
 //! Why not the `mimalloc` crate's allocator: it passes every request to `mi_malloc_aligned`, which
 //! checks the alignment before it takes the small-block path. Nearly all of our allocations are
@@ -89,8 +89,8 @@ pub fn no_transparent_huge_pages() {
     }
 }
 
-// mimalloc's options set here: their values in `mi_option_t` of v3's `mimalloc.h` (libmimalloc-sys's
-// bindings name only older ones).
+// mimalloc's options set here: their values in `mi_option_t` of v3's `mimalloc.h`
+// (libmimalloc-sys's bindings name only older ones).
 const ARENA_PURGE_MULT: mi::mi_option_t = 24;
 const ARENA_MAX_OBJECT_SIZE: mi::mi_option_t = 45;
 
@@ -104,8 +104,8 @@ const ARENA_MAX_OBJECT_SIZE: mi::mi_option_t = 45;
 /// benchmark). With mimalloc's defaults that garbage stayed resident through a backfill. Peak RSS
 /// draining the larger backlog (`E2E_PROSPECTS=4000`) was 79–83 MiB with the defaults, 67–69
 /// with these and 63–65 under glibc; on 182,569 events (`E2E_PROSPECTS=12000`) 144–146 MiB,
-/// 125–126 and 124–125. With the limit at 4 MiB instead of 64 KiB (mimalloc's large page), the larger
-/// backlog's peak stayed at 79–82 MiB.
+/// 125–126 and 124–125. With the limit at 4 MiB instead of 64 KiB (mimalloc's large page), the
+/// larger backlog's peak stayed at 79–82 MiB.
 pub fn give_back_memory_promptly() {
     // SAFETY: mi_option_set only sets allocator parameters; it takes no pointers.
     unsafe {
