@@ -19,7 +19,8 @@ use crate::model::Prospect;
 ///
 /// The JSON is held as text, not as serde_json's `RawValue`: a `RawValue` can only be made by
 /// scanning the text, and a case read back from the spill file takes its prospect's JSON from a
-/// place of its own there ([`Spill::to_cold`](super::Spill::to_cold)), which this build wrote, without that scan.
+/// place of its own there ([`Spill::to_cold`](super::Spill::to_cold)), which this build wrote,
+/// without that scan.
 #[derive(Debug, Clone)]
 pub struct ProspectSeen {
     pub version: i64,
@@ -51,6 +52,32 @@ impl ProspectSeen {
 
     pub fn prospect_id(&self) -> &str {
         &self.prospect_id
+    }
+
+    /// Takes `record` (JSON) as the prospect's, and its id out of it: this build writes the id
+    /// first, so that string alone is read; otherwise the object is.
+    pub(super) fn set_record(&mut self, record: Box<str>) -> Result<(), serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Id {
+            #[serde(rename = "ProspectId")]
+            prospect_id: String,
+        }
+        let first = record.strip_prefix(r#"{"ProspectId":"#).and_then(|rest| {
+            String::deserialize(&mut serde_json::Deserializer::from_str(rest)).ok()
+        });
+        self.prospect_id = match first {
+            Some(id) => id,
+            None => serde_json::from_str::<Id>(&record)?.prospect_id,
+        };
+        self.record = record;
+        Ok(())
+    }
+
+    /// The same prospect with its record as this build writes it (read whole and written again):
+    /// for entries from the state topic, which an earlier build may have written otherwise.
+    pub fn canonical(self) -> Result<ProspectSeen, serde_json::Error> {
+        let record: Prospect = serde_json::from_str(&self.record)?;
+        Ok(ProspectSeen::new(self.version, self.deleted, &record))
     }
 }
 
@@ -111,35 +138,5 @@ impl<'de> Deserialize<'de> for ProspectSeen {
             seen.set_record(record.into()).map_err(D::Error::custom)?;
         }
         Ok(seen)
-    }
-}
-
-impl ProspectSeen {
-    /// Takes `record` (JSON) as the prospect's, and its id out of it: this build writes the id
-    /// first, so that string alone is read; otherwise the object is.
-    pub(super) fn set_record(&mut self, record: Box<str>) -> Result<(), serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Id {
-            #[serde(rename = "ProspectId")]
-            prospect_id: String,
-        }
-        let first = record.strip_prefix(r#"{"ProspectId":"#).and_then(|rest| {
-            String::deserialize(&mut serde_json::Deserializer::from_str(rest)).ok()
-        });
-        self.prospect_id = match first {
-            Some(id) => id,
-            None => serde_json::from_str::<Id>(&record)?.prospect_id,
-        };
-        self.record = record;
-        Ok(())
-    }
-}
-
-impl ProspectSeen {
-    /// The same prospect with its record as this build writes it (read whole and written again):
-    /// for entries from the state topic, which an earlier build may have written otherwise.
-    pub fn canonical(self) -> Result<ProspectSeen, serde_json::Error> {
-        let record: Prospect = serde_json::from_str(&self.record)?;
-        Ok(ProspectSeen::new(self.version, self.deleted, &record))
     }
 }
