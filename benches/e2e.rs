@@ -17,7 +17,9 @@
 //!   record was applied and acknowledged. Its CPU time and peak RSS come from /proc/<pid>.
 //!
 //! Both use the same client settings (fetch wait, linger, compression, idempotence), and both get
-//! their producer id before they subscribe.
+//! their producer id before they subscribe. How far each reads ahead is its own: the raw copy
+//! fetches 64 MiB at a time into librdkafka's default 64 MiB queue (`READER_FETCH_BYTES`), the
+//! connector as its defaults say (`kafka.prefetch_kib`, 1 MiB).
 //!
 //! Two drain rates are reported. "Including start-up" counts from subscribing (raw copy) or spawning
 //! the process (connector). "Once running" counts from the first record taken in to the last one
@@ -35,9 +37,11 @@
 //! round's state; the 1,000 records/s one's resident memory at the end of its phase is the steady
 //! memory.
 //!
-//! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: as wide as its fetches, see
-//! `PARTITION_FETCH_BYTES`; 0 turns it off). `E2E_LINGER_MS` sets linger.ms for the drains'
-//! producers, the copies' and the connector's alike (default 5, the connector's default).
+//! `E2E_ORDER_WINDOW_KIB` sets the connector's order window (default: the connector's, 16 MiB; 0
+//! turns it off), `E2E_FETCH_KIB` its fetch sizes (see `connector_fetch_bytes`), and
+//! `E2E_KAFKA_EXTRA="key=value,..."` any other librdkafka property of its clients. `E2E_LINGER_MS`
+//! sets linger.ms for the drains' producers, the copies' and the connector's alike (default 5, the
+//! connector's default).
 //!
 //! `E2E_TRACE=1` prints the connector's progress at every poll of each drain (see `trace_drain`).
 //! `E2E_THREADS=1` prints the connector's CPU per record by thread name after each drain, with the
@@ -94,15 +98,22 @@ fn linger_ms() -> u32 {
 fn fetch_wait_ms() -> usize {
     env_usize("E2E_FETCH_WAIT_MS", 10)
 }
-/// max.partition.fetch.bytes and fetch.max.bytes for every reader: Tansu 0.6 returns nothing for a
-/// fetch that starts inside a record batch (tests/broker_quirks.rs), which a reader reaches once a
-/// fetch response is cut short of the data; responses larger than all the data here avoid it (16 MiB
-/// still stalled at 75,834 events). It inflates the readers' prefetch memory, the connector's too.
-/// The connector's order window (`delivery.order_window_kib`) is as wide as one such fetch:
-/// librdkafka hands a response over one partition after another, so with the default 16 MiB the
-/// contacts at its front left the window before the leads behind them came in (14,757 of the
-/// larger backlog's 60,264 events parked, against none at 64 MiB).
-const PARTITION_FETCH_BYTES: u32 = 64 * 1024 * 1024;
+/// max.partition.fetch.bytes and fetch.max.bytes of the benchmark's own readers: the raw copy,
+/// the copy of the connector's writes and the latency readers, whose prefetch queue stays at
+/// librdkafka's default (64 MiB). Fetches larger than all the data here, as the limit in the
+/// README's tables was measured.
+const READER_FETCH_BYTES: u32 = 64 * 1024 * 1024;
+
+/// The connector's fetch sizes, when `E2E_FETCH_KIB` sets them (max.partition.fetch.bytes and
+/// fetch.max.bytes, under `[kafka.extra]`); otherwise its own defaults (`kafka.prefetch_kib`).
+/// Builds before that setting read with 64 MiB fetches here, and a 64 MiB order window (see
+/// `E2E_ORDER_WINDOW_KIB`): `E2E_FETCH_KIB=65536 E2E_ORDER_WINDOW_KIB=65536` measures as they did.
+fn connector_fetch_bytes() -> Option<usize> {
+    std::env::var("E2E_FETCH_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|kib| kib * 1024)
+}
 /// The connector's `delivery.commit_interval_ms` here, and how often the copy of its writes
 /// commits.
 const COMMIT_INTERVAL_MS: u64 = 200;
@@ -358,11 +369,8 @@ fn raw_copy(
         .set("enable.auto.commit", "false")
         .set("fetch.queue.backoff.ms", "10")
         .set("fetch.wait.max.ms", fetch_wait_ms().to_string())
-        .set(
-            "max.partition.fetch.bytes",
-            PARTITION_FETCH_BYTES.to_string(),
-        )
-        .set("fetch.max.bytes", PARTITION_FETCH_BYTES.to_string())
+        .set("max.partition.fetch.bytes", READER_FETCH_BYTES.to_string())
+        .set("fetch.max.bytes", READER_FETCH_BYTES.to_string())
         .create()
         .unwrap();
     let producer = warm_producer(bootstrap, linger_ms());
@@ -460,11 +468,23 @@ fn connector_toml(
     }
     let fetch_wait = fetch_wait_ms();
     let linger = linger_ms();
-    // `E2E_ORDER_WINDOW_KIB=0` turns the window off, for an A/B of it on the same build.
-    let window_kib = env_usize(
-        "E2E_ORDER_WINDOW_KIB",
-        PARTITION_FETCH_BYTES as usize / 1024,
-    );
+    let fetch = connector_fetch_bytes().map_or(String::new(), |b| {
+        format!("\"max.partition.fetch.bytes\" = \"{b}\"\n\"fetch.max.bytes\" = \"{b}\"\n")
+    });
+    // `E2E_KAFKA_EXTRA="key=value,key=value"`: more librdkafka properties for the connector's
+    // clients, for an A/B of a client setting on one build.
+    let extra: String = std::env::var("E2E_KAFKA_EXTRA")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{}\" = \"{}\"\n", k.trim(), v.trim()))
+        .collect();
+    // `E2E_ORDER_WINDOW_KIB` sets delivery.order_window_kib (0 turns the window off); unset, the
+    // build's default.
+    let window = std::env::var("E2E_ORDER_WINDOW_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(String::new(), |kib| format!("order_window_kib = {kib}\n"));
     // `E2E_RESIDENT_CASES` sets state.resident_cases (0: every case in memory); unset, the
     // build's default, and no [state] section (which builds before it would refuse).
     let state = std::env::var("E2E_RESIDENT_CASES")
@@ -489,14 +509,11 @@ urls = ["{registry}"]
 auto_register = true
 [delivery]
 commit_interval_ms = {COMMIT_INTERVAL_MS}
-order_window_kib = {window_kib}
-{state}[telemetry]
+{window}{state}[telemetry]
 listen = "127.0.0.1:{port}"
 log_format = "json"
 [kafka.extra]
-"max.partition.fetch.bytes" = "{PARTITION_FETCH_BYTES}"
-"fetch.max.bytes" = "{PARTITION_FETCH_BYTES}"
-{topics}"#
+{fetch}{extra}{topics}"#
     );
     let settings =
         Settings::from_layers(&[&text], false).expect("the bench configuration is valid");
@@ -746,11 +763,8 @@ fn latency_phase(
                 .set("enable.auto.commit", "false")
                 .set("fetch.wait.max.ms", fetch_wait_ms().to_string())
                 .set("fetch.queue.backoff.ms", "1")
-                .set(
-                    "max.partition.fetch.bytes",
-                    PARTITION_FETCH_BYTES.to_string(),
-                )
-                .set("fetch.max.bytes", PARTITION_FETCH_BYTES.to_string())
+                .set("max.partition.fetch.bytes", READER_FETCH_BYTES.to_string())
+                .set("fetch.max.bytes", READER_FETCH_BYTES.to_string())
                 .create()
                 .unwrap();
             consumer.subscribe(&[&topic]).unwrap();

@@ -59,6 +59,12 @@ pub struct KafkaSettings {
     pub fetch_queue_backoff_ms: u32,
     /// fetch.wait.max.ms of the pipeline's consumer.
     pub fetch_wait_max_ms: u32,
+    /// queued.max.messages.kbytes of the pipeline's consumer and of each state reader: how much
+    /// librdkafka fetches ahead.
+    /// librdkafka also caps a fetch response at it (fetch.max.bytes, unless set in `extra`). Each
+    /// compressed record batch fetched is inflated into a buffer freed only once its last record
+    /// has been taken, so what this lets in costs several times its size (see config/default.toml).
+    pub prefetch_kib: u32,
     /// statistics.interval.ms: how often librdkafka reports consumer lag and broker state (0 = never,
     /// which leaves the lag metric empty and readiness blind to a lost producer connection).
     pub statistics_interval_ms: u32,
@@ -166,6 +172,18 @@ impl KafkaSettings {
                 );
                 c.set("enable.partition.eof", "false");
                 c.set("isolation.level", "read_committed");
+                // The pipeline's consumer and each state reader alike (librdkafka's default is
+                // 64 MiB each). It also bounds fetch.max.bytes (50 MiB by default) unless that is
+                // set: librdkafka lowers it to this, though never below message.max.bytes.
+                if !(1..=2_097_151).contains(&self.prefetch_kib) {
+                    return Err(format!(
+                        "kafka.prefetch_kib = {} is outside librdkafka's range for \
+                         queued.max.messages.kbytes; set it between 1 and 2097151 (KiB), \
+                         or remove it for the default of 1024",
+                        self.prefetch_kib
+                    ));
+                }
+                c.set("queued.max.messages.kbytes", self.prefetch_kib.to_string());
                 if role == ClientRole::Consumer {
                     c.set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
                     c.set("group.id", &self.group_id);
@@ -175,10 +193,6 @@ impl KafkaSettings {
                     c.set("enable.auto.commit", "false");
                     c.set("enable.auto.offset.store", "false");
                     c.set("partition.assignment.strategy", "range");
-                    // While intake waits for acknowledgements (`delivery.max_in_flight`), the loop
-                    // stops taking records and librdkafka's prefetch queue fills up to this bound
-                    // (default 64 MiB): 16 MiB is ~70,000 records of 235 bytes.
-                    c.set("queued.max.messages.kbytes", "16384");
                 } else {
                     c.set("group.id", format!("{}-state-reader", self.group_id));
                     // A restore reads to a known offset and waits for nothing else: ask the broker
@@ -388,7 +402,18 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
-        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("1024"));
+    }
+
+    #[test]
+    fn a_prefetch_outside_librdkafkas_range_is_refused_with_what_to_set() {
+        let mut k = Settings::defaults().kafka;
+        k.prefetch_kib = 0;
+        let err = k.client_config(ClientRole::Consumer).unwrap_err();
+        assert!(err.contains("between 1 and 2097151"), "{err}");
+        k.prefetch_kib = 4096;
+        let c = k.client_config(ClientRole::Consumer).unwrap();
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
     }
 
     #[test]
