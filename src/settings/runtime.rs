@@ -60,10 +60,10 @@ pub struct KafkaSettings {
     /// fetch.wait.max.ms of the pipeline's consumer.
     pub fetch_wait_max_ms: u32,
     /// queued.max.messages.kbytes of the pipeline's consumer and of each state reader: how much
-    /// librdkafka fetches ahead.
-    /// librdkafka also caps a fetch response at it (fetch.max.bytes, unless set in `extra`). Each
-    /// compressed record batch fetched is inflated into a buffer freed only once its last record
-    /// has been taken, so what this lets in costs several times its size (see config/default.toml).
+    /// librdkafka fetches ahead. librdkafka also caps a fetch response at it (fetch.max.bytes,
+    /// unless set in `extra`). Each compressed record batch fetched is inflated into a buffer freed
+    /// only once its last record has been taken, so what this lets in costs several times its size
+    /// (see config/default.toml).
     pub prefetch_kib: u32,
     /// statistics.interval.ms: how often librdkafka reports consumer lag and broker state (0 = never,
     /// which leaves the lag metric empty and readiness blind to a lost producer connection).
@@ -406,14 +406,17 @@ mod tests {
     }
 
     #[test]
-    fn a_prefetch_outside_librdkafkas_range_is_refused_with_what_to_set() {
+    fn the_prefetch_bounds_the_consumer_and_the_state_readers_and_is_refused_outside_librdkafkas_range(
+    ) {
         let mut k = Settings::defaults().kafka;
         k.prefetch_kib = 0;
         let err = k.client_config(ClientRole::Consumer).unwrap_err();
         assert!(err.contains("between 1 and 2097151"), "{err}");
         k.prefetch_kib = 4096;
-        let c = k.client_config(ClientRole::Consumer).unwrap();
-        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
+        for role in [ClientRole::Consumer, ClientRole::StateReader] {
+            let c = k.client_config(role).unwrap();
+            assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
+        }
     }
 
     #[test]
