@@ -1024,6 +1024,10 @@ fn main() {
             .map_or("state entries not counted by this build".to_string(), |s| {
                 format!("{s:.0} state entries ({:.2} per input)", s / n as f64)
             });
+        // Events that waited for what they refer to: how far the order window put the backlog in
+        // order (`E2E_ORDER_WINDOW_KIB`).
+        let parked = scrape(child.port, "partnersync_parked_total", "")
+            .map_or(String::new(), |p| format!(", {p:.0} events parked"));
         // Where its cases are once drained (absent from builds before state.resident_cases).
         let held = |place: &str| {
             scrape(
@@ -1037,7 +1041,7 @@ fn main() {
             _ => String::new(),
         };
         eprintln!(
-            "round {round}: raw copy {:.0} records/s ({:.0} once running), the connector's writes copied {:.0} once running, partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB ({:.0} MiB {} s after), {states}{cases}",
+            "round {round}: raw copy {:.0} records/s ({:.0} once running), the connector's writes copied {:.0} once running, partner-sync {:.0} records/s ({:.0} once running), peak RSS {:.0} MiB ({:.0} MiB {} s after), {states}{parked}{cases}",
             raw[round], raw_running[round], fan_running[round], full[round], full_running[round], rss[round],
             after_rss[round], AFTER_DRAIN.as_secs()
         );
