@@ -492,7 +492,8 @@ async fn inputs_wait_for_the_fences_so_a_backlog_behind_a_full_window_is_applied
     settings.delivery.max_in_flight = 40;
     // One fetch returns every input partition whole, and librdkafka fetches nothing more (the
     // fences included) until its queue is nearly empty: as in the benchmark's 182,000-event
-    // drain, where the first response held ~55 MB and the queue's bound is 16 MiB.
+    // drain, where the first response held ~55 MB and the queue's bound was 16 MiB (1 MiB since
+    // af19515, `kafka.prefetch_kib`).
     let extra = &mut settings.kafka.extra;
     for key in ["max.partition.fetch.bytes", "fetch.max.bytes"] {
         extra.insert(key.to_string(), (64 << 20).to_string());
