@@ -109,10 +109,7 @@ const READER_FETCH_BYTES: u32 = 64 * 1024 * 1024;
 /// Builds before that setting read with 64 MiB fetches here, and a 64 MiB order window (see
 /// `E2E_ORDER_WINDOW_KIB`): `E2E_FETCH_KIB=65536 E2E_ORDER_WINDOW_KIB=65536` measures as they did.
 fn connector_fetch_bytes() -> Option<usize> {
-    std::env::var("E2E_FETCH_KIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map(|kib| kib * 1024)
+    env_usize_set("E2E_FETCH_KIB").map(|kib| kib * 1024)
 }
 /// The connector's `delivery.commit_interval_ms` here, and how often the copy of its writes
 /// commits.
@@ -127,10 +124,12 @@ const EDITS_PER_CASE: usize = 12;
 const RATES: [(u32, u64); 2] = [(1_000, 10), (20_000, 3)];
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_usize_set(name).unwrap_or(default)
+}
+
+/// The number `name` holds, if it is set to one.
+fn env_usize_set(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// The backlog, and one contact change per qualified case (templates for latency edits).
@@ -481,18 +480,13 @@ fn connector_toml(
         .collect();
     // `E2E_ORDER_WINDOW_KIB` sets delivery.order_window_kib (0 turns the window off); unset, the
     // build's default.
-    let window = std::env::var("E2E_ORDER_WINDOW_KIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
+    let window = env_usize_set("E2E_ORDER_WINDOW_KIB")
         .map_or(String::new(), |kib| format!("order_window_kib = {kib}\n"));
     // `E2E_RESIDENT_CASES` sets state.resident_cases (0: every case in memory); unset, the
     // build's default, and no [state] section (which builds before it would refuse).
-    let state = std::env::var("E2E_RESIDENT_CASES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(String::new(), |n| {
-            format!("[state]\nresident_cases = {n}\n")
-        });
+    let state = env_usize_set("E2E_RESIDENT_CASES").map_or(String::new(), |n| {
+        format!("[state]\nresident_cases = {n}\n")
+    });
     let text = format!(
         r#"
 [kafka]

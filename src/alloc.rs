@@ -79,8 +79,8 @@ unsafe impl GlobalAlloc for MiMalloc {
 /// huge pages off (one round of each backlog per build, alternating): the pipeline thread's CPU per
 /// record fell from 19.4 to 12.7 µs (default backlog) and from 13.8 to 11.3 (larger), peak RSS
 /// from 72 to 45 MiB and from 95–100 to 74–80, RSS at a steady 1,000 records/s from 49–52 to
-/// 29–39. The flag covers the whole process (librdkafka's glibc allocations too), whichever
-/// mimalloc options are set.
+/// 29–39. The flag covers the whole process (librdkafka's allocations too), whichever mimalloc
+/// options are set.
 pub fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
