@@ -356,6 +356,14 @@ impl EngineState {
         self.requesters.set_cap(resident_cases);
     }
 
+    /// Gives back the table room of the maps in memory (after a burst; see
+    /// [`ResidentMap::shrink_to_fit`]).
+    pub fn shrink_to_fit(&mut self) {
+        self.cases.shrink_to_fit();
+        self.customers.shrink_to_fit();
+        self.requesters.shrink_to_fit();
+    }
+
     /// How many events wait in this state (for the parked-events gauge; walks the cases in memory,
     /// which are all that have parked events).
     pub fn parked_count(&self) -> usize {

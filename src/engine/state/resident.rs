@@ -171,6 +171,13 @@ impl<V: Spill> ResidentMap<V> {
         }
     }
 
+    /// Gives back the table room a burst left: a table that grew while the map churned keeps
+    /// its buckets (hashbrown grows rather than rehashing in place once its items pass half of
+    /// it), so a map bounded at `cap` values can hold a table for twice as many.
+    pub fn shrink_to_fit(&mut self) {
+        self.hot.shrink_to_fit();
+    }
+
     /// Says `key`'s value changed (its state entry is written): its bytes in the cold store, if it
     /// was read back from there, no longer hold it.
     pub fn changed(&mut self, key: &str) {
@@ -501,6 +508,25 @@ mod tests {
         assert!(map.resident("k1").is_some(), "a lookup brings it back");
         assert_eq!(map.keys().len(), 9, "every key once, wherever it is");
         assert!(map.remove("k1") && !map.contains_key("k1") && map.len() == 8);
+    }
+
+    #[test]
+    fn a_table_grown_by_churn_gives_its_room_back_and_keeps_every_value() {
+        // Values come and go through a bound of 64: the table fills with erased slots and
+        // hashbrown doubles it instead of rehashing in place, as in a backfill's drain.
+        let mut map = filled(64, 5_000);
+        let grown = map.hot.capacity();
+        assert!(map.resident_len() <= 64 && grown > 128, "capacity {grown}");
+        map.shrink_to_fit();
+        assert!(
+            map.hot.capacity() < grown,
+            "room for {} values kept, of {grown}",
+            map.hot.capacity()
+        );
+        for i in 0..5_000 {
+            assert_eq!(map.get(&format!("k{i}")), Some(&Num(i, false)));
+        }
+        assert_eq!(map.len(), 5_000);
     }
 
     #[test]
