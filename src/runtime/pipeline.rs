@@ -371,9 +371,9 @@ impl Pipeline {
     /// end-to-end benchmark's larger backlog, the same instance stayed at 68 MiB 2 s later, where a
     /// fresh one with the same state runs at 32. The state's tables in memory are shrunk first: a
     /// map whose values came and went through its bound (a backfill over more cases than it holds)
-    /// kept a table twice the size it needs, ~1.4 MiB more per cases partition at the default
-    /// bound. At most once per commit interval, and only when idle, so a steady stream never pays
-    /// for it.
+    /// kept a table twice the size it needs (in the benchmark's million-change drain, 1.4 MB
+    /// more for each of three cases partitions). At most once per commit interval, and only when
+    /// idle, so a steady stream never pays for it.
     fn give_back_after_burst(&mut self) {
         if self.taken_since_give_back >= GIVE_BACK_AFTER
             && self.in_flight == 0
