@@ -59,12 +59,23 @@ enum Command {
         /// Your configuration file, layered over the defaults (as `run` would load it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also print what every step produced, in full: `text` (readable) or `json` (one object
+        /// per step on stdout; the pass/fail lines then go to stderr).
+        #[arg(long, value_enum)]
+        show: Option<Show>,
     },
     /// Validate a configuration file and its mapping tables without connecting to anything.
     CheckConfig {
         /// The configuration file to check.
         file: PathBuf,
     },
+}
+
+/// How `test-scenarios --show` prints each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Show {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -80,7 +91,9 @@ fn main() -> ExitCode {
             hold,
         } => demo(prospects, seed, config.as_deref(), listen, hold),
         Command::Run { config } => run(config.as_deref()),
-        Command::TestScenarios { path, config } => test_scenarios(&path, config.as_deref()),
+        Command::TestScenarios { path, config, show } => {
+            test_scenarios(&path, config.as_deref(), show)
+        }
         Command::CheckConfig { file } => check_config(&file),
     }
 }
@@ -101,7 +114,10 @@ fn check_config(file: &Path) -> ExitCode {
         return ExitCode::from(2);
     }
     match EngineConfig::compile(&settings) {
-        Ok(_) => {
+        Ok(engine) => {
+            for warning in &engine.warnings {
+                eprintln!("warning: {}: {warning}", file.display());
+            }
             println!("{}: configuration is valid.", file.display());
             ExitCode::SUCCESS
         }
@@ -112,7 +128,7 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
+fn test_scenarios(path: &Path, config: Option<&Path>, show: Option<Show>) -> ExitCode {
     let base = match config.map(read_file).transpose() {
         Ok(base) => base,
         Err(e) => {
@@ -136,37 +152,94 @@ fn test_scenarios(path: &Path, config: Option<&Path>) -> ExitCode {
         return ExitCode::from(2);
     }
     let layers: Vec<&str> = base.as_deref().into_iter().collect();
+    // With `--show json`, stdout carries only the steps' JSON; the report goes to stderr.
+    let report = |line: String| {
+        if show == Some(Show::Json) {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
     for file in &files {
         let outcome =
-            scenario::load(file).and_then(|s| scenario::run_scenario(&s, &layers).map(|f| (s, f)));
+            scenario::load(file).and_then(|s| scenario::run_scenario(&s, &layers).map(|r| (s, r)));
         match outcome {
-            Ok((s, failures)) if failures.is_empty() => {
-                passed += 1;
-                println!("ok   {} — {}", file.display(), s.name);
-            }
-            Ok((s, failures)) => {
-                failed += 1;
-                println!("FAIL {} — {}", file.display(), s.name);
-                for f in failures {
-                    for line in f.to_string().lines() {
-                        println!("     {line}");
+            Ok((s, run)) => {
+                match show {
+                    Some(Show::Text) => print_steps_text(file, &s.name, &run.steps),
+                    Some(Show::Json) => print_steps_json(file, &run.steps),
+                    None => {}
+                }
+                if run.failures.is_empty() {
+                    passed += 1;
+                    report(format!("ok   {} — {}", file.display(), s.name));
+                } else {
+                    failed += 1;
+                    report(format!("FAIL {} — {}", file.display(), s.name));
+                    for f in run.failures {
+                        for line in f.to_string().lines() {
+                            report(format!("     {line}"));
+                        }
                     }
                 }
             }
             Err(e) => {
                 broken += 1;
-                println!("ERR  {e}");
+                report(format!("ERR  {e}"));
             }
         }
     }
-    println!("\nscenarios: {passed} passed, {} failed", failed + broken);
+    report(format!(
+        "\nscenarios: {passed} passed, {} failed",
+        failed + broken
+    ));
     if broken > 0 {
         ExitCode::from(2)
     } else if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Every step's outcome and commands, as a reader would write them in a scenario file.
+fn print_steps_text(file: &Path, name: &str, steps: &[scenario::StepTrace]) {
+    println!("== {} — {name}", file.display());
+    for step in steps {
+        let outcome = step.outcome.as_deref().unwrap_or("");
+        println!("step {} ({}): {outcome}", step.step, step.what);
+        if let Some(reason) = &step.reason {
+            println!("  reason: {reason}");
+        }
+        if !step.expired.is_empty() {
+            println!("  expired: [{}]", step.expired.join(", "));
+        }
+        for command in &step.commands {
+            let yaml = serde_yaml::to_string(command).unwrap_or_default();
+            let mut lines = yaml.lines();
+            if let Some(first) = lines.next() {
+                println!("  - {first}");
+            }
+            for line in lines {
+                println!("    {line}");
+            }
+        }
+    }
+    println!();
+}
+
+/// Every step as one JSON object per line, with its scenario file.
+fn print_steps_json(file: &Path, steps: &[scenario::StepTrace]) {
+    for step in steps {
+        let mut value = serde_json::to_value(step).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "scenario".into(),
+                serde_json::Value::String(file.display().to_string()),
+            );
+        }
+        println!("{value}");
     }
 }
 

@@ -49,59 +49,156 @@ impl FieldMap {
 }
 
 /// A text template with `{Field}` placeholders, checked against the fields that can fill it.
+///
+/// So that a text reads well when an optional field is absent, a placeholder may give a fallback,
+/// `{StoreName|the B2B site}`, and a part of the text may be optional, `[, submitted on
+/// {StoreName}]`: it is left out unless every placeholder in it without a fallback has a value.
+/// `[[` and `]]` write a bracket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(Vec<Piece>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(String),
-    Field(String),
+    Field {
+        name: String,
+        fallback: Option<String>,
+    },
+    /// Rendered only when every placeholder in it without a fallback has a value.
+    Optional(Vec<Piece>),
 }
 
 impl Template {
     fn parse(text: &str, known: &[&str]) -> Result<Template, String> {
-        let mut pieces = Vec::new();
+        let mut top = Vec::new();
+        // The optional segment being read, if any (segments do not nest).
+        let mut segment: Option<Vec<Piece>> = None;
+        let mut literal = String::new();
         let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Literal(rest[..open].to_string()));
+        fn flush(literal: &mut String, into: &mut Vec<Piece>) {
+            if !literal.is_empty() {
+                into.push(Piece::Literal(std::mem::take(literal)));
             }
-            let close = rest[open..].find('}').ok_or_else(|| {
-                format!(
-                    "the '{{' at \"{}\" is never closed; write {{Field}}",
-                    &rest[open..]
-                )
-            })?;
-            let name = &rest[open + 1..open + close];
-            if !known.contains(&name) {
-                return Err(format!(
-                    "unknown placeholder {{{name}}}; use one of {}",
-                    known
-                        .iter()
-                        .map(|k| format!("{{{k}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+        }
+        while let Some(c) = rest.chars().next() {
+            let in_segment = segment.is_some();
+            let pieces = segment.as_mut().unwrap_or(&mut top);
+            if rest.starts_with("[[") || rest.starts_with("]]") {
+                literal.push(c);
+                rest = &rest[2..];
+                continue;
             }
-            pieces.push(Piece::Field(name.to_string()));
-            rest = &rest[open + close + 1..];
+            match c {
+                '[' => {
+                    if in_segment {
+                        return Err(format!(
+                            "optional segments do not nest: the '[' at \"{rest}\" is inside another; write [[ for a bracket"
+                        ));
+                    }
+                    flush(&mut literal, pieces);
+                    segment = Some(Vec::new());
+                    rest = &rest[1..];
+                }
+                ']' => {
+                    let Some(mut inner) = segment.take() else {
+                        return Err(format!(
+                            "the ']' at \"{rest}\" closes no optional segment; write ]] for a bracket"
+                        ));
+                    };
+                    flush(&mut literal, &mut inner);
+                    top.push(Piece::Optional(inner));
+                    rest = &rest[1..];
+                }
+                '{' => {
+                    flush(&mut literal, pieces);
+                    let close = rest.find('}').ok_or_else(|| {
+                        format!("the '{{' at \"{rest}\" is never closed; write {{Field}}")
+                    })?;
+                    let inside = &rest[1..close];
+                    let (name, fallback) = match inside.split_once('|') {
+                        Some((name, fallback)) => (name, Some(fallback.to_string())),
+                        None => (inside, None),
+                    };
+                    if !known.contains(&name) {
+                        return Err(format!(
+                            "unknown placeholder {{{name}}}; use one of {}",
+                            known
+                                .iter()
+                                .map(|k| format!("{{{k}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    pieces.push(Piece::Field {
+                        name: name.to_string(),
+                        fallback,
+                    });
+                    rest = &rest[close + 1..];
+                }
+                _ => {
+                    literal.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
         }
-        if !rest.is_empty() {
-            pieces.push(Piece::Literal(rest.to_string()));
+        if segment.is_some() {
+            return Err("an optional segment '[' is never closed with ']'".into());
         }
-        Ok(Template(pieces))
+        flush(&mut literal, &mut top);
+        Ok(Template(top))
     }
 
-    /// Fills the template; `value` answers each placeholder (an unset field renders empty).
+    /// Fills the template; `value` answers each placeholder (a blank value counts as none: the
+    /// placeholder's fallback is written, or nothing).
     pub fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> String {
+        let value = |name: &str| value(name).filter(|v| !v.trim().is_empty());
         let mut out = String::new();
         for piece in &self.0 {
             match piece {
-                Piece::Literal(s) => out.push_str(s),
-                Piece::Field(f) => out.push_str(value(f).unwrap_or("")),
+                Piece::Optional(inner) => {
+                    let complete = inner.iter().all(|p| match p {
+                        Piece::Field {
+                            name,
+                            fallback: None,
+                        } => value(name).is_some(),
+                        _ => true,
+                    });
+                    if complete {
+                        render_pieces(inner, &value, &mut out);
+                    }
+                }
+                other => render_pieces(std::slice::from_ref(other), &value, &mut out),
             }
         }
         out
+    }
+
+    /// The placeholders that can render empty: outside every optional segment, without a
+    /// fallback, and not in `always` (fields every accepted prospect has).
+    fn bare_placeholders<'t>(&'t self, always: &[&str]) -> Vec<&'t str> {
+        self.0
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Field {
+                    name,
+                    fallback: None,
+                } if !always.contains(&name.as_str()) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn render_pieces<'a>(pieces: &[Piece], value: &impl Fn(&str) -> Option<&'a str>, out: &mut String) {
+    for piece in pieces {
+        match piece {
+            Piece::Literal(s) => out.push_str(s),
+            Piece::Field { name, fallback } => match value(name) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(fallback.as_deref().unwrap_or("")),
+            },
+            Piece::Optional(_) => {}
+        }
     }
 }
 
@@ -131,6 +228,8 @@ pub struct EngineConfig {
     pub admin_role: String,
     pub rejection_notification: String,
     pub reapprove_after_rejection: bool,
+    pub opportunity_grace_ms: i64,
+    pub lead_carries_qualifying_opportunity: bool,
     pub park_timeout_ms: i64,
     pub max_parked_per_case: usize,
     pub prospect_to_lead: FieldMap,
@@ -138,10 +237,32 @@ pub struct EngineConfig {
     pub account_to_organization: FieldMap,
     pub lead_disqualified_reason: BTreeMap<i32, String>,
     pub opportunity_lost_reason: BTreeMap<i32, String>,
+    /// What is valid but likely wrong (`check-config` prints it; nothing refuses it).
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// Placeholders a prospect template may use besides the prospect's text fields.
 const PROSPECT_EXTRA_PLACEHOLDERS: &[&str] = &["ProspectId", "company"];
+
+/// Placeholders every prospect that becomes a lead fills: its id, its legal entity, and its
+/// requester email (a prospect without one is refused).
+const PROSPECT_ALWAYS_FILLED: &[&str] = &["ProspectId", "company", "PrimaryEmailAddress"];
+
+/// A warning for each placeholder of `template` (at `key`) that renders empty when a prospect
+/// lacks that optional field.
+fn bare_placeholder_warnings(key: &str, template: &Template) -> Vec<ConfigProblem> {
+    template
+        .bare_placeholders(PROSPECT_ALWAYS_FILLED)
+        .into_iter()
+        .map(|name| ConfigProblem {
+            key: key.to_string(),
+            message: format!(
+                "{{{name}}} is an optional prospect field: a prospect without it leaves a gap in the text. \
+                 Put it in an optional segment, [ … {{{name}}} … ], or give it a fallback, {{{name}|…}}"
+            ),
+        })
+        .collect()
+}
 
 fn field_map(
     problems: &mut Vec<ConfigProblem>,
@@ -324,7 +445,13 @@ impl EngineConfig {
         if !p.is_empty() {
             return Err(ConfigProblems(p));
         }
+        let warnings = [
+            bare_placeholder_warnings("lead.subject", &lead_subject),
+            bare_placeholder_warnings("lead.note_text", &note_text),
+        ]
+        .concat();
         Ok(EngineConfig {
+            warnings,
             sales_user: s.identity.sales_user.clone(),
             commerce_user: s.identity.commerce_user.clone(),
             default_company: s.defaults.company.to_lowercase(),
@@ -348,6 +475,11 @@ impl EngineConfig {
             admin_role: s.decisions.admin_role.clone(),
             rejection_notification: s.decisions.rejection_notification.clone(),
             reapprove_after_rejection: s.decisions.reapprove_after_rejection,
+            opportunity_grace_ms: i64::try_from(
+                s.decisions.opportunity_grace_seconds.saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
+            lead_carries_qualifying_opportunity: s.decisions.lead_carries_qualifying_opportunity,
             park_timeout_ms: i64::try_from(s.parking.timeout_seconds.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             max_parked_per_case: s.parking.max_per_case,
@@ -431,6 +563,56 @@ mod tests {
         .unwrap();
         let rendered = t.render(|f| if f == "ProspectId" { Some("P-1") } else { None });
         assert_eq!(rendered, "Request P-1 from .");
+    }
+
+    #[test]
+    fn optional_segments_and_fallbacks_read_well_when_a_field_is_absent() {
+        let fields = &["ProspectId", "StoreName", "ProspectName"];
+        let t = Template::parse(
+            "Prospect {ProspectId}[, submitted on {StoreName}]. From {ProspectName|an unnamed organization}. [[{ProspectId}]]",
+            fields,
+        )
+        .unwrap();
+        let with = |store: Option<&'static str>, name: Option<&'static str>| {
+            t.render(move |f| match f {
+                "ProspectId" => Some("P-1"),
+                "StoreName" => store,
+                _ => name,
+            })
+        };
+        assert_eq!(
+            with(Some("Fabrikam B2B"), Some("Contoso")),
+            "Prospect P-1, submitted on Fabrikam B2B. From Contoso. [P-1]"
+        );
+        assert_eq!(
+            with(None, None),
+            "Prospect P-1. From an unnamed organization. [P-1]"
+        );
+        assert_eq!(
+            with(Some("  "), Some("")),
+            "Prospect P-1. From an unnamed organization. [P-1]",
+            "a blank value is no value"
+        );
+        assert_eq!(t.bare_placeholders(&["ProspectId"]), Vec::<&str>::new());
+        let bare = Template::parse("On {StoreName} by {ProspectId}", fields).unwrap();
+        assert_eq!(bare.bare_placeholders(&["ProspectId"]), vec!["StoreName"]);
+    }
+
+    #[test]
+    fn brackets_that_do_not_pair_are_problems() {
+        for (text, says) in [
+            ("a [b [c] d]", "do not nest"),
+            ("a ] b", "closes no optional segment"),
+            ("a [b", "never closed"),
+        ] {
+            let e = Template::parse(text, &["x"]).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_default_templates_have_no_gap_for_an_absent_field() {
+        assert_eq!(EngineConfig::defaults().warnings, vec![]);
     }
 
     #[test]

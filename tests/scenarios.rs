@@ -21,7 +21,8 @@ fn every_scenario_file_passes_against_the_default_configuration() {
     let mut report = Vec::new();
     for file in &files {
         let s = scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
-        for failure in scenario::run_scenario(&s, &[]).unwrap_or_else(|e| panic!("{e}")) {
+        let run = scenario::run_scenario(&s, &[]).unwrap_or_else(|e| panic!("{e}"));
+        for failure in run.failures {
             report.push(format!("{}: {failure}", file.display()));
         }
     }
@@ -154,4 +155,145 @@ fn check_config_lists_every_problem_with_its_key() {
     let (code, stdout, stderr) = cli(&["check-config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("configuration is valid"), "{stdout}");
+}
+
+#[test]
+fn show_prints_every_steps_outcome_and_commands_whole_as_text_and_as_json() {
+    let dir = temp_dir("show");
+    // A scenario that states only outcomes: --show is how an integrator learns the commands.
+    let file = dir.join("learn.yaml");
+    std::fs::write(
+        &file,
+        r#"
+name: learn
+steps:
+  - prospect: { op: CREATE, ProspectId: PR-7, ProspectName: Contoso, PrimaryEmailAddress: a@contoso.example }
+    expect: { outcome: emitted }
+  - prospect: { op: CREATE, ProspectId: PR-8 }
+    expect: { outcome: "rejected: missing_email" }
+"#,
+    )
+    .unwrap();
+    let (code, stdout, _) = cli(&["test-scenarios", file.to_str().unwrap(), "--show", "text"]);
+    // The first step lists no commands, so it fails: and the text shows what it produced.
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("step 1 (prospect PR-7): emitted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  - lead_upsert:"), "{stdout}");
+    assert!(stdout.contains("companyname: Contoso"), "{stdout}");
+    assert!(stdout.contains("  - lead_note:"), "{stdout}");
+    assert!(
+        stdout.contains("reason: B2B prospect PR-8 has no PrimaryEmailAddress"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = cli(&["test-scenarios", file.to_str().unwrap(), "--show", "json"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("FAIL"),
+        "the report goes to stderr: {stderr}"
+    );
+    let steps: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(steps.len(), 2, "{stdout}");
+    assert_eq!(steps[0]["outcome"], "emitted");
+    assert_eq!(
+        steps[0]["commands"][0]["lead_upsert"]["companyname"],
+        "Contoso"
+    );
+    assert_eq!(
+        steps[0]["commands"][1]["lead_note"]["objecttypecode"],
+        "lead"
+    );
+    assert_eq!(steps[1]["outcome"], "rejected: missing_email");
+    assert!(steps[1]["commands"].as_array().unwrap().is_empty());
+    assert!(steps[1]["scenario"]
+        .as_str()
+        .unwrap()
+        .ends_with("learn.yaml"));
+}
+
+#[test]
+fn totals_count_commands_across_a_scenario_and_reasons_match_the_sentence() {
+    let dir = temp_dir("totals");
+    let file = dir.join("t.yaml");
+    let scenario = |totals: &str, reason: &str| {
+        format!(
+            r#"
+name: totals
+steps:
+  - prospect: {{ op: CREATE, ProspectId: PR-9, ProspectName: Tailspin Toys, PrimaryEmailAddress: c@tailspin.example }}
+    expect: {{ commands: [ lead_upsert: {{}}, lead_note: {{}} ] }}
+  - prospect: {{ op: CREATE, ProspectId: PR-10 }}
+    expect: {{ outcome: "rejected: missing_email", reason: "{reason}" }}
+  - opportunity: {{ opportunityid: o-9, originatingleadid: "@lead:usrt/PR-9", statecode: 2, statuscode: 5 }}
+    expect: {{ commands: [ prospect_status: {{}}, rejection_email: {{}} ] }}
+totals:
+{totals}
+"#
+        )
+    };
+    let good = "  lead_upsert: 1\n  rejection_email: 1\n  alert: 0\n  alert/email_taken: 0";
+    std::fs::write(&file, scenario(good, "has no PrimaryEmailAddress")).unwrap();
+    let (code, stdout, _) = cli(&["test-scenarios", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+
+    std::fs::write(
+        &file,
+        scenario("  rejection_email: 0", "has no PrimaryEmailAddress"),
+    )
+    .unwrap();
+    let (code, stdout, _) = cli(&["test-scenarios", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("expected 0 rejection_email across the scenario, got 1"),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, scenario(good, "has no ContactPersonFirstName")).unwrap();
+    let (code, stdout, _) = cli(&["test-scenarios", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("expected a reason containing \"has no ContactPersonFirstName\", got \"B2B prospect PR-10 has no PrimaryEmailAddress"),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, scenario("  rejection_emails: 0", "x")).unwrap();
+    let (code, stdout, _) = cli(&["test-scenarios", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stdout.contains("unknown kind \"rejection_emails\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_warns_about_a_template_gap_and_still_accepts_the_file() {
+    let dir = temp_dir("gap");
+    let file = dir.join("gap.toml");
+    std::fs::write(
+        &file,
+        "[lead]\nnote_text = \"From {ProspectId}, submitted on {StoreName}.\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = cli(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("lead.note_text: {StoreName} is an optional prospect field"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &file,
+        "[lead]\nnote_text = \"From {ProspectId}[, submitted on {StoreName}].\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
 }

@@ -35,6 +35,111 @@ struct Candidate<'a> {
 }
 
 impl Engine {
+    /// Keeps the requester table's Person claims in step with a contact about to be sent with
+    /// `email`: claims a free email, gives up `old_email`'s claim when it changed, and returns the
+    /// disposition of a contact that must be held back because another Person customer holds
+    /// `email` (an alert the first time its case meets the hold, a skip after that).
+    #[allow(clippy::too_many_arguments)]
+    fn claim_email(
+        &self,
+        state: &mut EngineState,
+        link_key: &str,
+        lead: Option<&str>,
+        company: &str,
+        old_email: Option<&str>,
+        email: Option<&str>,
+        cause: &str,
+        out: &mut Out,
+    ) -> Option<Disposition> {
+        let blank = |e: &&str| e.trim().is_empty();
+        let key = email
+            .filter(|e| !blank(e))
+            .map(|e| ids::requester_key(company, e));
+        let owner = key
+            .as_ref()
+            .and_then(|k| state.requesters.get(k))
+            .and_then(|r| r.person.clone());
+        // The case this contact is the requester of, if it is one.
+        let contact_id = link_key.strip_prefix("contact/").unwrap_or(link_key);
+        let own_case = lead.filter(|lead| {
+            state
+                .cases
+                .get(lead)
+                .is_some_and(|case| case.contact.as_deref() == Some(contact_id))
+        });
+        if let (Some(owner), Some(email)) = (owner.filter(|o| o != link_key), email) {
+            let email = email.trim().to_lowercase();
+            let email = email.as_str();
+            let mut first_time = true;
+            let mut prospect = None;
+            if let Some(lead) = own_case {
+                let case = state.cases.get_mut(lead).expect("found above");
+                first_time = case.email_taken.as_deref() != Some(email);
+                prospect = case.prospect_id().map(str::to_string);
+                if first_time {
+                    case.email_taken = Some(email.to_string());
+                    out.touch(StateKey::Case(lead.to_string()));
+                }
+            }
+            if !first_time {
+                return Some(Disposition::Skipped(SkipReason::EmailTaken));
+            }
+            let owner_id = owner.strip_prefix("contact/").unwrap_or(&owner);
+            let account = state
+                .customers
+                .get(&owner)
+                .map(|l| l.customer_account.clone())
+                .unwrap_or_default();
+            out.push(self.alert(
+                AlertKind::EmailTaken,
+                link_key,
+                cause,
+                company,
+                prospect.as_deref(),
+                format!(
+                    "Contact {contact_id} was not sent to Commerce: its email {email} is already the primary email of Person \
+                     customer {account} (contact {owner_id}) in legal entity {company}, and two customers with one email cannot \
+                     sign in.{} Change the contact's email in Sales if it is a different person; if it is the same person, add \
+                     customer {account} to the partner's hierarchy in Commerce and decide the prospect there.",
+                    match &prospect {
+                        Some(p) => format!(" Prospect {p} will not be approved by a win."),
+                        None => String::new(),
+                    }
+                ),
+            ));
+            return Some(Disposition::Emitted);
+        }
+        // Not held: this contact's email (if any) is its own from now on.
+        if let Some(lead) = own_case {
+            let case = state.cases.get_mut(lead).expect("found above");
+            if case.email_taken.take().is_some() {
+                out.touch(StateKey::Case(lead.to_string()));
+            }
+        }
+        let old_key = old_email
+            .filter(|e| !blank(e))
+            .map(|e| ids::requester_key(company, e));
+        if let Some(old_key) = old_key.filter(|old| Some(old) != key.as_ref()) {
+            if let Some(r) = state.requesters.get_mut(&old_key) {
+                if r.person.as_deref() == Some(link_key) {
+                    r.person = None;
+                    if r.is_empty() {
+                        state.requesters.remove(&old_key);
+                    }
+                    out.touch(StateKey::Requester(old_key));
+                }
+            }
+        }
+        if let Some(key) = key {
+            let r = state.requesters.get_or_default(&key);
+            if r.person.is_none() {
+                r.person = Some(link_key.to_string());
+                out.touch(StateKey::Requester(key));
+            }
+        }
+        None
+    }
+
     /// A contact's text fields are taken out for the rule and put back afterwards, less those moved
     /// into a command. The rule moves fields only after it has decided not to park the event, so a
     /// parked event keeps all of them (it is applied again later).
@@ -227,6 +332,27 @@ impl Engine {
             .sales_currency_code
             .get_or_insert_with(|| self.cfg.sales_currency.clone());
         let digest = digest(&customer);
+
+        // Never two Person customers with one primary email in one legal entity (see
+        // `state::Requester`): a contact whose email another Person customer holds is held back.
+        if c.entity == "contact" {
+            let old_email = existing.as_deref().and_then(|l| l.email.clone());
+            let email = customer.primary_contact_email.clone();
+            if let Some(hold) = self.claim_email(
+                state,
+                &link_key,
+                c.originating_lead,
+                &customer.data_area_id,
+                old_email.as_deref(),
+                email.as_deref(),
+                cause,
+                out,
+            ) {
+                c.texts[c.key_at] = key;
+                return hold;
+            }
+        }
+        let existing = state.customers.get_mut(&link_key);
 
         let mut emitted = false;
         let key_moved = existing.as_deref().is_some_and(|l| {

@@ -31,7 +31,9 @@ use std::borrow::Cow;
 
 use crate::mapping::EngineConfig;
 use crate::model::{Alert, AlertKind, ChangeEvent, ChangeHeader, Command, SourceKind};
-pub use outcome::{Decision, Disposition, Expired, ParkReason, Rejection, Released, SkipReason};
+pub use outcome::{
+    Decision, Disposition, Expired, Overdue, ParkReason, Rejection, Released, SkipReason,
+};
 pub use state::{CaseState, EngineState, Outcome, SourceRecord, StateKey};
 
 /// The engine: configuration plus the rules. State is passed in, never held.
@@ -75,6 +77,8 @@ fn text_position(fields: &[&str], name: &str) -> usize {
 /// What applying events produced: commands in decision order, and the state entries changed.
 #[derive(Debug, Default)]
 pub(crate) struct Out {
+    /// The time the decision is made at (epoch ms): when a park or a wait began.
+    pub now_ms: i64,
     pub commands: Vec<Command>,
     /// Without repeats; sorted when the decision is made (a record touches one to three entries).
     pub touched: Vec<StateKey>,
@@ -169,7 +173,10 @@ impl Engine {
         source: Option<&SourceRecord>,
         now_ms: i64,
     ) -> Decision {
-        let mut out = Out::default();
+        let mut out = Out {
+            now_ms,
+            ..Out::default()
+        };
         let disposition = self.apply_one(state, &mut event, &mut out);
         // The customer rule marks its case itself, only when it changes it (see `customers`).
         let customer_rule = matches!(event.kind(), SourceKind::Contact | SourceKind::Account);
@@ -239,6 +246,55 @@ impl Engine {
         state.settle(&[]);
         expired.sort_by(|a, b| (&a.case, a.seq).cmp(&(&b.case, b.seq)));
         expired
+    }
+
+    /// Raises `qualified_without_opportunity` for every lead qualified at least
+    /// `decisions.opportunity_grace_seconds` ago whose opportunity has not arrived, and stops
+    /// waiting for it. The runtime sends the alerts, then writes the cases touched.
+    pub fn overdue(&self, state: &mut EngineState, now_ms: i64) -> Overdue {
+        let mut out = Out {
+            now_ms,
+            ..Out::default()
+        };
+        let mut due: Vec<String> = state
+            .cases
+            .resident_mut()
+            .filter(|(_, case)| {
+                case.awaiting_opportunity
+                    .as_ref()
+                    .is_some_and(|a| now_ms - a.since_ms >= self.cfg.opportunity_grace_ms)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        due.sort();
+        for key in due {
+            let case = state.cases.get_mut(&key).expect("listed above");
+            let Some(awaiting) = case.awaiting_opportunity.take() else {
+                continue;
+            };
+            let company = case.company.clone();
+            let prospect = case.prospect_id().map(str::to_string);
+            out.touch(StateKey::Case(key.clone()));
+            let minutes = (now_ms - awaiting.since_ms) / 60_000;
+            out.push(self.alert(
+                AlertKind::QualifiedWithoutOpportunity,
+                &key,
+                &awaiting.change_id,
+                &company,
+                prospect.as_deref(),
+                format!(
+                    "Lead {key} was qualified {minutes} minutes ago and no opportunity of it has arrived, so no win or loss \
+                     will decide prospect {}. Create an opportunity from the lead and close it, or decide the prospect in Commerce.",
+                    prospect.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        state.settle(&out.touched);
+        out.touched.sort_unstable();
+        Overdue {
+            commands: out.commands,
+            touched: out.touched,
+        }
     }
 
     fn park(

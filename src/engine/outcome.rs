@@ -37,10 +37,12 @@ pub enum SkipReason {
     RequalifiedDuplicate,
     /// The prospect was approved or rejected directly in Commerce.
     DecidedInCommerce,
+    /// A contact whose email another Person customer holds, already alerted: it stays held back.
+    EmailTaken,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 12] = [
+    pub const ALL: [SkipReason; 13] = [
         SkipReason::Echo,
         SkipReason::Duplicate,
         SkipReason::StaleVersion,
@@ -53,6 +55,7 @@ impl SkipReason {
         SkipReason::Deleted,
         SkipReason::RequalifiedDuplicate,
         SkipReason::DecidedInCommerce,
+        SkipReason::EmailTaken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +72,7 @@ impl SkipReason {
             SkipReason::Deleted => "deleted",
             SkipReason::RequalifiedDuplicate => "requalified_duplicate",
             SkipReason::DecidedInCommerce => "decided_in_commerce",
+            SkipReason::EmailTaken => "email_taken",
         }
     }
 }
@@ -121,6 +125,10 @@ pub enum Rejection {
     },
     #[error("{count} events already wait for lead {case}; this one is not parked (raise parking.max_per_case if this is legitimate)")]
     TooManyParked { case: String, count: usize },
+    /// A B2B prospect without a requester email: the requester signs in with it and is told of a
+    /// rejection by it, so such a prospect cannot go through onboarding.
+    #[error("B2B prospect {prospect_id} has no PrimaryEmailAddress; the requester signs in and is notified with it, so no lead is created. Add the requester's email to the prospect in Commerce: its next change creates the lead")]
+    MissingEmail { prospect_id: String },
 }
 
 impl Rejection {
@@ -130,6 +138,7 @@ impl Rejection {
             Rejection::MissingField { .. } => "missing_field",
             Rejection::InvalidValue { .. } => "invalid_value",
             Rejection::TooManyParked { .. } => "too_many_parked",
+            Rejection::MissingEmail { .. } => "missing_email",
         }
     }
 }
@@ -164,6 +173,14 @@ pub struct Decision {
     pub commands: Vec<Command>,
     pub released: Vec<Released>,
     /// The state entries this event changed (the runtime persists exactly these).
+    pub touched: Vec<StateKey>,
+}
+
+/// What came due with time alone ([`super::Engine::overdue`]): alerts to send, then the state
+/// entries to write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overdue {
+    pub commands: Vec<Command>,
     pub touched: Vec<StateKey>,
 }
 

@@ -6,7 +6,7 @@
 //! the integration created it. The lead id is derived from the prospect, so re-sending is an upsert.
 
 use super::state::{Origin, Outcome, ProspectSeen, StateKey};
-use super::{ids, version_check, Disposition, Engine, Out, SkipReason};
+use super::{ids, version_check, Disposition, Engine, Out, Rejection, SkipReason};
 use crate::model::{AlertKind, Change, LeadNote, LeadUpsert, Operation, Prospect};
 
 impl Engine {
@@ -23,6 +23,18 @@ impl Engine {
         {
             return Disposition::Skipped(SkipReason::NotB2b);
         }
+        // The requester signs in with this email and is told of a rejection by it: without it the
+        // prospect cannot go through onboarding, so it never becomes a lead.
+        if c.header.op != Operation::Delete
+            && r.primary_email_address
+                .as_deref()
+                .is_none_or(|e| e.trim().is_empty())
+        {
+            return Disposition::Rejected(Rejection::MissingEmail {
+                prospect_id: r.prospect_id.clone(),
+            });
+        }
+
         let company = self.company(&c.header, None);
         let key = ids::lead_id(&company, &r.prospect_id);
         let cause = c.header.change_id.as_str();
@@ -95,9 +107,9 @@ impl Engine {
             if let Some(old) = old_email.as_deref().filter(|e| !e.trim().is_empty()) {
                 let old_key = ids::requester_key(&company, old);
                 out.touch(StateKey::Requester(old_key.clone()));
-                if let Some(cases) = state.requesters.get_mut(&old_key) {
-                    cases.remove(&key);
-                    if cases.is_empty() {
+                if let Some(requester) = state.requesters.get_mut(&old_key) {
+                    requester.cases.remove(&key);
+                    if requester.is_empty() {
                         state.requesters.remove(&old_key);
                     }
                 }
@@ -105,7 +117,7 @@ impl Engine {
             if let Some(email) = new_email.as_deref().filter(|e| !e.trim().is_empty()) {
                 let new_key = ids::requester_key(&company, email);
                 out.touch(StateKey::Requester(new_key.clone()));
-                let cases = state.requesters.get_or_default(&new_key);
+                let cases = &mut state.requesters.get_or_default(&new_key).cases;
                 let others: Vec<String> = cases.iter().filter(|k| **k != key).cloned().collect();
                 cases.insert(key.clone());
                 let other_prospects: Vec<String> = others

@@ -11,7 +11,7 @@
 //! opportunity reopened raises an alert, because approval created customers that are never deleted.
 //! A loss while another opportunity of the lead is still open waits for that one.
 
-use super::state::{CaseState, Origin, Outcome, ProspectSeen, Seen};
+use super::state::{Awaiting, CaseState, Origin, Outcome, ProspectSeen, Seen};
 use super::{
     check_state, ids, non_empty, version_check, Disposition, Engine, EngineState, Out, ParkReason,
     SkipReason,
@@ -81,13 +81,25 @@ impl Engine {
             ));
             return Disposition::Emitted;
         }
+        if r.statecode != 1 {
+            case.awaiting_opportunity = None;
+        }
         match r.statecode {
             1 => {
                 let newly_qualified = previous.is_none_or(|p| p.statecode != 1);
-                if newly_qualified
+                let without_opportunity = newly_qualified
                     && non_empty(&r.qualifyingopportunityid).is_none()
-                    && case.opportunities.is_empty()
-                {
+                    && case.opportunities.is_empty();
+                // Topics have no order between them: the opportunity may still come. Only a lead
+                // change known to carry qualifyingopportunityid says it will not.
+                if without_opportunity && !self.cfg.lead_carries_qualifying_opportunity {
+                    case.awaiting_opportunity = Some(Awaiting {
+                        since_ms: out.now_ms,
+                        change_id: cause.to_string(),
+                    });
+                    return Disposition::Skipped(SkipReason::NothingToSend);
+                }
+                if without_opportunity {
                     out.push(self.alert(AlertKind::QualifiedWithoutOpportunity,
                         key,
                         cause,
@@ -138,6 +150,8 @@ impl Engine {
             Origin::Foreign => return Disposition::Skipped(SkipReason::NotB2b),
             Origin::Unknown => return Disposition::Parked(ParkReason::LeadNotSeen),
         }
+        // The qualification's opportunity has come: no alert is due.
+        case.awaiting_opportunity = None;
         let id = r.opportunityid.as_str();
         let previous = case.opportunities.get(id).copied();
         if let Some(skip) = version_check(previous.map(|o| o.version), c.header.version) {
@@ -269,6 +283,34 @@ impl Engine {
             ));
             return Disposition::Emitted;
         }
+        // The requester's contact was held back: its email is another Person customer's.
+        if let Some(email) = case.email_taken.clone() {
+            let contact = case.contact.clone().unwrap_or_default();
+            let holder = state
+                .requesters
+                .get(&ids::requester_key(&company, &email))
+                .and_then(|r| r.person.clone())
+                .unwrap_or_default();
+            let holder = holder.strip_prefix("contact/").unwrap_or(&holder);
+            let reason = format!("requester email {email} is already the email of the Person customer of contact {holder}");
+            out.push(self.alert(
+                AlertKind::EmailTaken,
+                key,
+                cause,
+                &company,
+                Some(&prospect_id),
+                format!(
+                    "Opportunity {opportunity} was won, but prospect {prospect_id} was not approved: its requester, contact {contact}, \
+                     was not sent to Commerce because {reason} in legal entity {company}, and two customers with one email cannot \
+                     sign in. Decide the prospect in Commerce: add that customer to the partner's hierarchy, or approve once the \
+                     contact has an email of its own."
+                ),
+            ));
+            if let Some(case) = state.cases.get_mut(key) {
+                case.outcome = Outcome::Held { reason };
+            }
+            return Disposition::Emitted;
+        }
         // Each link read on its own: a lookup may read a cold one back, so it borrows the map whole.
         let mut link = |entity: &str, id: &Option<String>| {
             id.as_ref().and_then(|id| {
@@ -293,8 +335,8 @@ impl Engine {
         let approved_twin = state
             .requesters
             .get(&ids::requester_key(&company, email))
-            .and_then(|cases| {
-                cases.iter().filter(|k| *k != key).find_map(|k| {
+            .and_then(|requester| {
+                requester.cases.iter().filter(|k| *k != key).find_map(|k| {
                     let other = state.cases.get(k)?;
                     matches!(other.outcome, Outcome::Approved { .. })
                         .then(|| other.prospect_id().unwrap_or("?").to_string())
@@ -362,14 +404,33 @@ impl Engine {
             status: self.cfg.rejected_status.clone(),
             reason: reason.clone(),
         });
-        if !case.rejection_email_sent {
+        let email = record.primary_email_address.clone().unwrap_or_default();
+        if email.trim().is_empty() {
+            // Never a notification without a recipient (a prospect without an email is refused at
+            // intake; this one came from state an earlier build wrote).
+            if !case.rejection_email_sent {
+                out.push(self.alert(
+                    AlertKind::RejectionEmailNotSent,
+                    key,
+                    cause,
+                    &case.company,
+                    Some(&record.prospect_id),
+                    format!(
+                        "Prospect {} was rejected ({reason}), but it has no PrimaryEmailAddress, so no rejection email was \
+                         requested. Tell the requester another way.",
+                        record.prospect_id
+                    ),
+                ));
+                case.rejection_email_sent = true;
+            }
+        } else if !case.rejection_email_sent {
             out.push(NotificationRequest {
                 command_id: ids::command_id("rejection_email", key, "once"),
                 caused_by: cause.to_string(),
                 data_area_id: case.company.clone(),
                 notification_type: self.cfg.rejection_notification.clone(),
                 prospect_id: record.prospect_id.clone(),
-                email: record.primary_email_address.unwrap_or_default(),
+                email,
                 firstname: record.contact_first_name.unwrap_or_default(),
                 lastname: record.contact_last_name.unwrap_or_default(),
                 company: record.prospect_name.unwrap_or_default(),

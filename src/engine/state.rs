@@ -28,11 +28,13 @@ pub use super::sorted::{CaseKeys, SortedMap};
 pub use super::source::SourceRecord;
 use crate::model::ChangeEvent;
 pub use prospect_seen::ProspectSeen;
+pub use requester::Requester;
 pub use resident::{ColdStore, Detached, MemoryCold, ResidentMap, Spill, Taken};
 
 mod cold;
 mod json;
 mod prospect_seen;
+mod requester;
 mod resident;
 
 /// All state. It is persisted entry by entry ([`EngineState::keys`], [`EngineState::entry_json`]),
@@ -49,8 +51,9 @@ mod resident;
 pub struct EngineState {
     pub cases: ResidentMap<CaseState>,
     pub customers: ResidentMap<CustomerLink>,
-    /// `company/normalized-email` → case keys that use it (as many in memory as cases).
-    pub requesters: ResidentMap<CaseKeys>,
+    /// `company/normalized-email` → the cases that use it and the Person customer that holds it (as
+    /// many in memory as cases).
+    pub requesters: ResidentMap<Requester>,
     /// Cases restored from a record written before parked events were entries of their own: their
     /// parked events are written as entries the next time the case is written (until then the old
     /// record still holds them). Empty once every such case was written again.
@@ -172,6 +175,16 @@ pub struct CaseState {
     /// The number the next parked event gets.
     #[serde(default)]
     pub next_parked: u64,
+    /// The email of this case's requester contact while another Person customer holds it: the
+    /// contact is not sent and a win does not approve (see `state::Requester`). Written only when
+    /// set, so other entries stay as earlier builds wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_taken: Option<String>,
+    /// The lead was qualified without an opportunity and none has arrived yet: alert
+    /// `qualified_without_opportunity` is due once `decisions.opportunity_grace_seconds` have
+    /// passed ([`super::Engine::overdue`]). Written only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_opportunity: Option<Awaiting>,
     /// Events waiting in this case, in parking order. Not in the case's record: each is an entry of
     /// its own (see the module docs).
     #[serde(skip)]
@@ -190,6 +203,14 @@ impl CaseState {
     pub fn lead_closed(&self) -> bool {
         self.lead.is_some_and(|l| l.statecode != 0 && !l.deleted)
     }
+}
+
+/// A qualification waiting for its opportunity: since when, and the lead change that qualified it
+/// (the alert's cause, so a replayed alert has the same id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    pub since_ms: i64,
+    pub change_id: String,
 }
 
 /// A Sales contact or account and the Commerce customer it became.
@@ -245,9 +266,10 @@ impl StateKey {
 }
 
 impl Spill for CaseState {
-    /// A case with parked events stays in memory: they are entries of their own, read from it.
+    /// A case with parked events stays in memory: they are entries of their own, read from it. So
+    /// does one awaiting its opportunity: [`super::Engine::overdue`] walks the cases in memory.
     fn pinned(&self) -> bool {
-        !self.parked.is_empty()
+        !self.parked.is_empty() || self.awaiting_opportunity.is_some()
     }
     fn to_json(&self) -> Vec<u8> {
         written(|out| json::write_case(out, self))
@@ -280,11 +302,11 @@ impl Spill for CaseState {
     }
 }
 
-impl Spill for CaseKeys {
+impl Spill for Requester {
     fn to_json(&self) -> Vec<u8> {
         serde_json_bytes(self).expect("a list of strings always serializes")
     }
-    fn from_json(bytes: &[u8]) -> Result<CaseKeys, String> {
+    fn from_json(bytes: &[u8]) -> Result<Requester, String> {
         read_back(bytes)
     }
 }

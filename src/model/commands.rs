@@ -182,9 +182,27 @@ pub enum AlertKind {
     RequalifiedDuplicate,
     /// An opportunity was won for a prospect that was deleted in Commerce.
     ProspectDeleted,
+    /// A contact's email is already the primary email of another Person customer in its legal
+    /// entity: its customer is not sent, and its prospect's approval is held.
+    EmailTaken,
+    /// A prospect was rejected, but it has no requester email to send the rejection to.
+    RejectionEmailNotSent,
 }
 
 impl AlertKind {
+    pub const ALL: [AlertKind; 10] = [
+        AlertKind::ReopenedAfterWon,
+        AlertKind::WonAfterRejection,
+        AlertKind::DuplicateRequester,
+        AlertKind::QualifiedWithoutOpportunity,
+        AlertKind::IntegrationKeyChanged,
+        AlertKind::LeadDeletedWhilePending,
+        AlertKind::RequalifiedDuplicate,
+        AlertKind::ProspectDeleted,
+        AlertKind::EmailTaken,
+        AlertKind::RejectionEmailNotSent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::ReopenedAfterWon => "reopened_after_won",
@@ -195,6 +213,8 @@ impl AlertKind {
             AlertKind::LeadDeletedWhilePending => "lead_deleted_while_pending",
             AlertKind::RequalifiedDuplicate => "requalified_duplicate",
             AlertKind::ProspectDeleted => "prospect_deleted",
+            AlertKind::EmailTaken => "email_taken",
+            AlertKind::RejectionEmailNotSent => "rejection_email_not_sent",
         }
     }
 }

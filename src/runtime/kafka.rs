@@ -46,8 +46,9 @@ pub enum Phase {
     One,
     /// State writes.
     Two,
-    /// A dead letter for an expired parked event (batch id in `offset`).
-    ExpiryDeadLetter,
+    /// A dead letter for an expired parked event, or an alert that came due with time (batch id
+    /// in `seq`).
+    ExpiryOutput,
     /// A state write after an expiry.
     ExpiryState,
     /// A fence written to a cases partition (see [`super::local`]); the fence's number in `seq`.

@@ -26,7 +26,7 @@ use by_topic::ByTopic;
 
 mod by_topic;
 use crate::engine::{Decision, Disposition, ParkReason, SkipReason};
-use crate::model::{CommandKind, SourceKind};
+use crate::model::{AlertKind, Command, CommandKind, SourceKind};
 
 /// Names of the metrics other code reads back through [`Stats::value`].
 pub mod names {
@@ -35,6 +35,7 @@ pub mod names {
     pub const RULE_OUTCOMES: &str = "partnersync_rule_outcomes_total";
     pub const SKIPPED: &str = "partnersync_skipped_total";
     pub const COMMANDS: &str = "partnersync_commands_total";
+    pub const ALERTS: &str = "partnersync_alerts_total";
     pub const DEAD_LETTERS: &str = "partnersync_dead_letters_total";
     pub const REGISTRY_REQUESTS: &str = "partnersync_registry_requests_total";
     pub const COMMITS: &str = "partnersync_commits_total";
@@ -63,7 +64,7 @@ pub fn rule_name(kind: SourceKind) -> &'static str {
 const OUTCOMES: [&str; 4] = ["emitted", "skipped", "parked", "rejected"];
 
 /// Dead-letter stages (Kafka Connect's names) and reasons, pre-created so alerts see zeros, not gaps.
-const DEAD_LETTER_SERIES: [(&str, &str); 11] = [
+const DEAD_LETTER_SERIES: [(&str, &str); 12] = [
     ("VALUE_CONVERTER", "bad_wire_format"),
     ("VALUE_CONVERTER", "unknown_schema"),
     ("VALUE_CONVERTER", "invalid_schema"),
@@ -73,6 +74,7 @@ const DEAD_LETTER_SERIES: [(&str, &str); 11] = [
     ("TRANSFORMATION", "missing_field"),
     ("TRANSFORMATION", "invalid_value"),
     ("TRANSFORMATION", "too_many_parked"),
+    ("TRANSFORMATION", "missing_email"),
     ("TRANSFORMATION", "parking_expired"),
     ("KAFKA_PRODUCE", "output_rejected"),
 ];
@@ -123,6 +125,8 @@ pub struct Stats {
     outcome_of: Vec<[IntCounter; 4]>,
     /// `commands` by command kind (`CommandKind::ALL` order).
     command_of: Vec<IntCounter>,
+    /// `partnersync_alerts_total` by kind, indexed by `AlertKind as usize`.
+    alert_of: Vec<IntCounter>,
     end_to_end: Histogram,
     consumer_lag: IntGaugeVec,
     commits: IntCounter,
@@ -258,6 +262,16 @@ impl Stats {
             .iter()
             .map(|kind| commands.with_label_values(&[kind.as_str()]))
             .collect();
+        let alerts = counter_vec(
+            &r,
+            names::ALERTS,
+            "Alerts for people written to the alerts topic, by kind (email_taken: a contact held back and its prospect's approval held).",
+            &["kind"],
+        );
+        let alert_of = AlertKind::ALL
+            .iter()
+            .map(|kind| alerts.with_label_values(&[kind.as_str()]))
+            .collect();
         let s = Stats {
             consumed: ByTopic::new(counter_vec(&r, names::CONSUMED, "Records read, by topic (inputs and the internal cases topic).", &["topic"])),
             produced: ByTopic::new(counter_vec(&r, names::PRODUCED, "Command records handed to the producer, by topic.", &["topic"])),
@@ -273,6 +287,7 @@ impl Stats {
             processing,
             outcome_of,
             command_of,
+            alert_of,
             end_to_end,
             consumer_lag,
             commits: counter(&r, names::COMMITS, "Offset (or transaction) commits."),
@@ -382,12 +397,24 @@ impl Stats {
         }
         // Released parked events are no longer waiting.
         self.parked_events.sub(d.released.len() as i64);
-        for c in &d.commands {
-            self.command_of[c.kind() as usize].inc();
-        }
+        self.count_commands(&d.commands);
         if modified_on > 0 {
             self.end_to_end
                 .observe((now_ms - modified_on).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Commands that came due with time alone (alerts of waits that ran out).
+    pub fn came_due(&self, commands: &[Command]) {
+        self.count_commands(commands);
+    }
+
+    fn count_commands(&self, commands: &[Command]) {
+        for c in commands {
+            self.command_of[c.kind() as usize].inc();
+            if let Command::Alert(alert) = c {
+                self.alert_of[alert.kind as usize].inc();
+            }
         }
     }
 

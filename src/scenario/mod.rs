@@ -16,8 +16,11 @@
 //!       commands:                        # every command, in order; listed fields must match
 //!         - lead_upsert: { companyname: Contoso, leadsourcecode: 8 }
 //!         - lead_note: {}
-//!   - tick: 2026-03-04T09:00:00Z         # advance time: expire parked events
+//!   - tick: 2026-03-04T09:00:00Z         # advance time: expire parked events, raise due alerts
 //!     expect: { expired: [lead_not_seen] }
+//! totals:                                 # optional: commands across the whole scenario
+//!   rejection_email: 0                    # a command kind, or an alert kind as alert/<kind>
+//!   alert/email_taken: 1
 //! ```
 //!
 //! An event step names its source (`prospect`, `lead`, `opportunity`, `contact`, `account`) and gives
@@ -25,7 +28,12 @@
 //! `version` (default: the step number), `change_id`, `modified_by` (default: a person, not the
 //! connector), `modified_on` and `company`. Field names are checked: a misspelt one fails the file.
 //! Commands are compared in order and all must be listed; inside a command only the fields written in
-//! the file are compared, so a scenario states what matters to it.
+//! the file are compared, so a scenario states what matters to it. A rejected step can also give
+//! `reason:`, text its dead-letter sentence must contain. A tick step's `commands` are the alerts
+//! that came due with the time (e.g. `qualified_without_opportunity` after its grace period).
+//!
+//! `partner-sync test-scenarios --show text|json` prints what each step produced, in full, so a
+//! scenario can be written from what the connector does.
 //!
 //! Ids the engine derives can be written as references: `@lead:usrt/PR-1` (the lead id of prospect
 //! PR-1 in legal entity usrt), `@customer:contact/<contactid>` (the CustomerAccount derived for a
@@ -38,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use run::{run_scenario, StepFailure};
+pub use run::{run_scenario, Run, StepFailure, StepTrace};
 
 /// A parsed scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +59,10 @@ pub struct Scenario {
     #[serde(default)]
     pub settings: Option<String>,
     pub steps: Vec<Step>,
+    /// Commands across the whole scenario, by kind (`lead_upsert`, …, `alert`, or `alert/<kind>`):
+    /// `rejection_email: 0` says that none is ever sent.
+    #[serde(default)]
+    pub totals: std::collections::BTreeMap<String, usize>,
     /// Set by the loader: where the file is, for messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -92,6 +104,9 @@ pub struct Expect {
     /// For `tick` steps: the park reasons of the events that expired, in order.
     #[serde(default)]
     pub expired: Vec<String>,
+    /// For a rejected step: text the rejection's sentence (the dead letter's message) contains.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Why a scenario file could not be used.

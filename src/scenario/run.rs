@@ -1,14 +1,16 @@
 //! Runs a scenario through the real engine and compares each step with its expectation.
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
 use super::time::parse_rfc3339;
 use super::{Scenario, ScenarioError, Step};
-use crate::engine::{ids, Decision, Disposition, Engine, EngineState};
+use crate::engine::{ids, Disposition, Engine, EngineState};
 use crate::mapping::EngineConfig;
 use crate::model::{
-    Account, Change, ChangeEvent, ChangeHeader, Contact, Lead, Operation, Opportunity, Prospect,
+    Account, AlertKind, Change, ChangeEvent, ChangeHeader, CommandKind, Contact, Lead, Operation,
+    Opportunity, Prospect,
 };
 use crate::settings::Settings;
 
@@ -32,12 +34,35 @@ impl std::fmt::Display for StepFailure {
     }
 }
 
+/// What one step produced, in full: what `test-scenarios --show` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepTrace {
+    pub step: usize,
+    /// The event's kind and id (`prospect PR-1`), or `tick`.
+    pub what: String,
+    /// As scenario files write it (`emitted`, `skipped: echo`, …); none for a tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// A rejected event's sentence, as its dead letter carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a tick: the park reasons of the events that expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<String>,
+    /// Every command, whole, as `{kind: {fields}}`.
+    pub commands: Vec<serde_json::Value>,
+}
+
+/// A scenario's run: the steps that did not do what it says (none when it passes), and what
+/// every step produced.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub failures: Vec<StepFailure>,
+    pub steps: Vec<StepTrace>,
+}
+
 /// Runs `scenario` with settings = defaults + `base_layers` + the scenario's own `settings`.
-/// Returns the failing steps (empty when the scenario passes).
-pub fn run_scenario(
-    scenario: &Scenario,
-    base_layers: &[&str],
-) -> Result<Vec<StepFailure>, ScenarioError> {
+pub fn run_scenario(scenario: &Scenario, base_layers: &[&str]) -> Result<Run, ScenarioError> {
     let invalid = |reason: String| ScenarioError::Invalid {
         path: scenario.path.display().to_string(),
         reason,
@@ -57,6 +82,7 @@ pub fn run_scenario(
     let mut state = EngineState::default();
     let mut now = parse_rfc3339("2026-01-05T09:00:00Z").expect("valid constant");
     let mut failures = Vec::new();
+    let mut steps = Vec::new();
     for (index, step) in scenario.steps.iter().enumerate() {
         let number = index + 1;
         let at = step.at.as_deref().or(step.tick.as_deref());
@@ -67,36 +93,125 @@ pub fn run_scenario(
             None => now + STEP_GAP_MS,
         };
         if step.tick.is_some() {
+            if step.expect.outcome.is_some() || step.expect.reason.is_some() {
+                return Err(invalid(format!(
+                    "step {number}: a tick has no outcome or reason; expect expired: [...] and the commands that came due"
+                )));
+            }
             let expired: Vec<String> = engine
                 .expire(&mut state, now)
                 .iter()
                 .map(|e| e.reason.as_str().to_string())
                 .collect();
-            if expired != step.expect.expired {
+            let due = engine.overdue(&mut state, now);
+            let trace = StepTrace {
+                step: number,
+                what: "tick".into(),
+                outcome: None,
+                reason: None,
+                expired,
+                commands: due
+                    .commands
+                    .iter()
+                    .map(command_json)
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?,
+            };
+            let mut problems = Vec::new();
+            if trace.expired != step.expect.expired {
+                problems.push(format!(
+                    "expected expired {:?}, got {:?}",
+                    step.expect.expired, trace.expired
+                ));
+            }
+            problems
+                .extend(compare_commands(step, &trace.commands, engine.config()).map_err(invalid)?);
+            if !problems.is_empty() {
                 failures.push(StepFailure {
                     step: number,
                     what: "tick".into(),
-                    message: format!(
-                        "expected expired {:?}, got {:?}",
-                        step.expect.expired, expired
-                    ),
+                    message: problems.join("\n"),
                 });
             }
+            steps.push(trace);
             continue;
         }
         let event = build_event(step, number, now, &stem, engine.config())
             .map_err(|e| invalid(format!("step {number}: {e}")))?;
         let what = format!("{} {}", event.kind().as_str(), event.entity_id());
         let decision = engine.apply(&mut state, event, now);
-        if let Some(message) = compare(step, number, &decision, engine.config()).map_err(invalid)? {
+        let trace = StepTrace {
+            step: number,
+            what: what.clone(),
+            outcome: Some(outcome_text(&decision.disposition)),
+            reason: match &decision.disposition {
+                Disposition::Rejected(r) => Some(r.to_string()),
+                _ => None,
+            },
+            expired: Vec::new(),
+            commands: decision
+                .commands
+                .iter()
+                .map(command_json)
+                .collect::<Result<_, _>>()
+                .map_err(invalid)?,
+        };
+        if let Some(message) = compare(step, number, &trace, engine.config()).map_err(invalid)? {
             failures.push(StepFailure {
                 step: number,
                 what,
                 message,
             });
         }
+        steps.push(trace);
     }
-    Ok(failures)
+    if let Some(message) = compare_totals(&scenario.totals, &steps).map_err(invalid)? {
+        failures.push(StepFailure {
+            step: scenario.steps.len(),
+            what: "totals".into(),
+            message,
+        });
+    }
+    Ok(Run { failures, steps })
+}
+
+/// Checks the scenario's `totals` against the commands of every step.
+fn compare_totals(
+    totals: &std::collections::BTreeMap<String, usize>,
+    steps: &[StepTrace],
+) -> Result<Option<String>, String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for command in steps.iter().flat_map(|s| &s.commands) {
+        let Some((kind, fields)) = command.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        *counts.entry(kind.clone()).or_default() += 1;
+        if let Some(alert) = fields.get("kind").and_then(|k| k.as_str()) {
+            *counts.entry(format!("alert/{alert}")).or_default() += 1;
+        }
+    }
+    let mut problems = Vec::new();
+    for (key, expected) in totals {
+        let known = match key.split_once('/') {
+            Some(("alert", kind)) => AlertKind::ALL.iter().any(|k| k.as_str() == kind),
+            Some(_) => false,
+            None => CommandKind::ALL.iter().any(|k| k.as_str() == key),
+        };
+        if !known {
+            return Err(format!(
+                "totals: unknown kind \"{key}\"; use a command kind ({}) or alert/<kind> ({})",
+                CommandKind::ALL.map(|k| k.as_str()).join(", "),
+                AlertKind::ALL.map(|k| k.as_str()).join(", ")
+            ));
+        }
+        let actual = counts.get(key).copied().unwrap_or(0);
+        if actual != *expected {
+            problems.push(format!(
+                "expected {expected} {key} across the scenario, got {actual}"
+            ));
+        }
+    }
+    Ok((!problems.is_empty()).then(|| problems.join("\n")))
 }
 
 /// Renders a disposition the way scenario files write it.
@@ -211,11 +326,45 @@ fn scalar(v: Value) -> String {
     }
 }
 
-/// Compares one step; `Ok(Some(message))` on a mismatch, `Err` when the expectation is malformed.
+/// Compares one event step; `Ok(Some(message))` on a mismatch, `Err` when the expectation is
+/// malformed.
 fn compare(
     step: &Step,
     number: usize,
-    decision: &Decision,
+    trace: &StepTrace,
+    cfg: &EngineConfig,
+) -> Result<Option<String>, String> {
+    let expected_outcome = match (&step.expect.outcome, step.expect.commands.is_empty()) {
+        (Some(o), _) => o.trim().to_string(),
+        (None, false) => "emitted".to_string(),
+        (None, true) => return Err(format!("step {number}: say what happens: expect.outcome (e.g. \"skipped: echo\") or expect.commands")),
+    };
+    let mut problems = Vec::new();
+    let actual_outcome = trace.outcome.as_deref().unwrap_or_default();
+    if actual_outcome != expected_outcome {
+        problems.push(format!(
+            "expected outcome \"{expected_outcome}\", got \"{actual_outcome}\""
+        ));
+    }
+    if let Some(expected) = &step.expect.reason {
+        match &trace.reason {
+            Some(reason) if reason.contains(expected.as_str()) => {}
+            Some(reason) => problems.push(format!(
+                "expected a reason containing \"{expected}\", got \"{reason}\""
+            )),
+            None => problems.push(format!(
+                "expected a rejection whose reason contains \"{expected}\", got outcome \"{actual_outcome}\""
+            )),
+        }
+    }
+    problems.extend(compare_commands(step, &trace.commands, cfg)?);
+    Ok((!problems.is_empty()).then(|| problems.join("\n")))
+}
+
+/// Compares a step's commands with the ones it lists: `Some(diff)` on a mismatch.
+fn compare_commands(
+    step: &Step,
+    commands: &[serde_json::Value],
     cfg: &EngineConfig,
 ) -> Result<Option<String>, String> {
     let expected_commands: Vec<Value> = step
@@ -224,22 +373,9 @@ fn compare(
         .iter()
         .map(|c| resolve(c, cfg))
         .collect::<Result<_, _>>()?;
-    let expected_outcome = match (&step.expect.outcome, expected_commands.is_empty()) {
-        (Some(o), _) => o.trim().to_string(),
-        (None, false) => "emitted".to_string(),
-        (None, true) => return Err(format!("step {number}: say what happens: expect.outcome (e.g. \"skipped: echo\") or expect.commands")),
-    };
-    let mut problems = Vec::new();
-    let actual_outcome = outcome_text(&decision.disposition);
-    if actual_outcome != expected_outcome {
-        problems.push(format!(
-            "expected outcome \"{expected_outcome}\", got \"{actual_outcome}\""
-        ));
-    }
-    let actual: Vec<Value> = decision
-        .commands
+    let actual: Vec<Value> = commands
         .iter()
-        .map(command_value)
+        .map(|c| serde_yaml::to_value(c).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let projected: Vec<Value> = actual
         .iter()
@@ -265,14 +401,14 @@ fn compare(
                 "actual commands (fields the scenario lists)",
             )
             .to_string();
-        problems.push(format!(
+        return Ok(Some(format!(
             "expected {} command(s), got {}:\n{}",
             expected_commands.len(),
             projected.len(),
             diff.trim_end()
-        ));
+        )));
     }
-    Ok((!problems.is_empty()).then(|| problems.join("\n")))
+    Ok(None)
 }
 
 /// The actual command restricted to the fields the expected one lists (when their kinds agree).
@@ -363,7 +499,6 @@ fn resolve_reference(s: &str, cfg: &EngineConfig) -> Result<String, String> {
 }
 
 /// A command as `{kind: {fields}}` (serde_yaml alone would write enums as `!kind` tags).
-fn command_value(c: &crate::model::Command) -> Result<Value, String> {
-    let json = serde_json::to_value(c).map_err(|e| e.to_string())?;
-    serde_yaml::to_value(json).map_err(|e| e.to_string())
+fn command_json(c: &crate::model::Command) -> Result<serde_json::Value, String> {
+    serde_json::to_value(c).map_err(|e| e.to_string())
 }

@@ -97,6 +97,12 @@ pub struct DecisionSettings {
     pub admin_role: String,
     pub rejection_notification: String,
     pub reapprove_after_rejection: bool,
+    /// How long after a lead's qualification an opportunity may take to arrive before
+    /// `qualified_without_opportunity` is raised.
+    pub opportunity_grace_seconds: u64,
+    /// The lead changes carry `qualifyingopportunityid` on every qualification, so an empty one
+    /// says exactly that no opportunity was created: the alert is raised at once.
+    pub lead_carries_qualifying_opportunity: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,7 @@
 //! The fields are taken apart exhaustively: a field added to either struct does not compile until
 //! it is written here (or skipped, as serde skips it).
 
-use super::{CaseState, CustomerLink, Origin, Outcome, ProspectSeen, Seen};
+use super::{Awaiting, CaseState, CustomerLink, Origin, Outcome, ProspectSeen, Seen};
 
 /// Appends `case` as serde_json writes a `CaseState`.
 pub(super) fn write_case(out: &mut Vec<u8>, case: &CaseState) {
@@ -38,6 +38,8 @@ fn write_case_with(out: &mut Vec<u8>, case: &CaseState, record: bool) {
         outcome,
         rejection_email_sent,
         next_parked,
+        email_taken,
+        awaiting_opportunity,
         // `#[serde(skip)]` and `skip_serializing`: not in the case's record.
         parked: _,
         legacy_parked: _,
@@ -86,6 +88,21 @@ fn write_case_with(out: &mut Vec<u8>, case: &CaseState, record: bool) {
     boolean(out, *rejection_email_sent);
     out.extend_from_slice(b",\"next_parked\":");
     integer(out, *next_parked);
+    if let Some(email) = email_taken {
+        out.extend_from_slice(b",\"email_taken\":");
+        string(out, email);
+    }
+    if let Some(Awaiting {
+        since_ms,
+        change_id,
+    }) = awaiting_opportunity
+    {
+        out.extend_from_slice(b",\"awaiting_opportunity\":{\"since_ms\":");
+        integer(out, *since_ms);
+        out.extend_from_slice(b",\"change_id\":");
+        string(out, change_id);
+        out.push(b'}');
+    }
     out.push(b'}');
 }
 

@@ -9,6 +9,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{At, Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
+use crate::model::Command;
+use crate::registry::wire;
 use crate::runtime::dead_letter::DeadLetter;
 use crate::runtime::kafka::{self, Delivery, OutRecord, Phase, Token};
 use crate::runtime::trace;
@@ -120,6 +122,32 @@ impl Pipeline {
         self.send_out(out, token).await
     }
 
+    /// Encodes `command` and queues it to its topic, keyed by its target record.
+    pub(super) async fn send_command(
+        &self,
+        command: &Command,
+        headers: &[(String, Vec<u8>)],
+        token: Token,
+    ) -> Result<(), RuntimeError> {
+        let kind = command.kind();
+        let framed = self
+            .codec
+            .encode_command_after(&wire::header(self.schema_ids[&kind]), command)
+            .map_err(|e| RuntimeError::Encode(e.to_string()))?;
+        let topic = self.topics.command_topic(kind);
+        let key = command.key();
+        let out = OutRecord {
+            topic,
+            partition: None,
+            key: Some(key.as_bytes()),
+            value: Some(&framed),
+            headers,
+        };
+        self.send_out(out, token).await?;
+        self.stats.produced(topic);
+        Ok(())
+    }
+
     /// Queues one output record; a refused record is a [`Pipeline::send_error`].
     pub(super) async fn send_out(
         &self,
@@ -166,13 +194,13 @@ impl Pipeline {
     async fn acknowledge(&mut self, d: Delivery) -> Result<Option<u32>, RuntimeError> {
         let Token { tp, seq, phase } = d.token;
         match phase {
-            Phase::ExpiryDeadLetter | Phase::ExpiryState => {
+            Phase::ExpiryOutput | Phase::ExpiryState => {
                 if let Some((_, msg)) = d.error {
                     return Err(RuntimeError::Produce(format!(
-                        "writing an expired event's dead letter or state failed: {msg}"
+                        "writing an expired event's dead letter, an alert that came due, or their state failed: {msg}"
                     )));
                 }
-                if phase == Phase::ExpiryDeadLetter {
+                if phase == Phase::ExpiryOutput {
                     self.expiry_acked(seq).await?;
                 }
                 return Ok(None);

@@ -7,9 +7,8 @@ use rdkafka::TopicPartitionList;
 
 use super::{At, Pipeline, StateRecord};
 use crate::engine::{Disposition, SourceRecord};
-use crate::registry::wire;
 use crate::runtime::dead_letter::DeadLetter;
-use crate::runtime::kafka::{OutRecord, Token};
+use crate::runtime::kafka::Token;
 use crate::runtime::{now_ms, restore, trace, RuntimeError};
 
 impl Pipeline {
@@ -192,21 +191,8 @@ impl Pipeline {
         };
         let mut sent = 0;
         for command in &decision.commands {
-            let kind = command.kind();
-            let framed = self
-                .codec
-                .encode_command_after(&wire::header(self.schema_ids[&kind]), command)
-                .map_err(|e| RuntimeError::Encode(e.to_string()))?;
-            let key = command.key();
-            let out = OutRecord {
-                topic: self.topics.command_topic(kind),
-                partition: None,
-                key: Some(key.as_bytes()),
-                value: Some(&framed),
-                headers: &out_headers,
-            };
-            self.send_out(out, Token::one(tp, seq)).await?;
-            self.stats.produced(self.topics.command_topic(kind));
+            self.send_command(command, &out_headers, Token::one(tp, seq))
+                .await?;
             sent += 1;
         }
         // A copy of the record only for the rare rejection; the tracker keeps the record itself.

@@ -1,5 +1,7 @@
-//! Parked events that waited too long: handed to the dead letters, their state entries deleted
-//! (tombstones) once every dead letter of the batch is acknowledged.
+//! What comes due with time alone: parked events that waited too long, handed to the dead letters
+//! (their state entries deleted by tombstones), and alerts the engine raises when a wait ran out
+//! ([`crate::engine::Engine::overdue`]). A partition's batch writes its state only once every dead
+//! letter and alert of it is acknowledged.
 
 use super::{Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
@@ -29,24 +31,34 @@ impl Pipeline {
         for partition in idle {
             let state = self.states.get_mut(&partition).expect("listed above");
             let expired = self.engine.expire(state, now);
-            if expired.is_empty() {
+            let overdue = self.engine.overdue(state, now);
+            if expired.is_empty() && overdue.commands.is_empty() {
                 continue;
             }
             let records: Vec<StateRecord> = expired
                 .iter()
-                .map(|e| {
-                    let key = crate::engine::StateKey::Parked(e.case.clone(), e.seq);
-                    StateRecord {
-                        key: key.to_record_key(),
-                        value: state.entry_json(&key),
-                        partition,
-                    }
+                .map(|e| crate::engine::StateKey::Parked(e.case.clone(), e.seq))
+                .chain(overdue.touched.iter().cloned())
+                .map(|key| StateRecord {
+                    key: key.to_record_key(),
+                    value: state.entry_json(&key),
+                    partition,
                 })
                 .collect();
             let batch = self.next_batch;
             self.next_batch += 1;
-            self.expiry_batches.insert(batch, (expired.len(), records));
+            let outputs = expired.len() + overdue.commands.len();
+            self.expiry_batches.insert(batch, (outputs, records));
             self.ensure_txn()?;
+            let token = Token {
+                tp: u32::MAX,
+                seq: batch,
+                phase: Phase::ExpiryOutput,
+            };
+            for command in &overdue.commands {
+                self.send_command(command, &[], token).await?;
+            }
+            self.stats.came_due(&overdue.commands);
             for e in expired {
                 let source = e.source.clone().unwrap_or_else(|| {
                     SourceRecord::new(
@@ -66,11 +78,6 @@ impl Pipeline {
                 );
                 self.stats.dead_letter(dl.stage, dl.reason);
                 self.stats.expired(e.reason);
-                let token = Token {
-                    tp: u32::MAX,
-                    seq: batch,
-                    phase: Phase::ExpiryDeadLetter,
-                };
                 self.send_dead_letter(&dl, token).await?;
             }
         }
