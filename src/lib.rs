@@ -21,6 +21,8 @@
 //! - [`story`]: seeded, realistic onboarding stories, for property tests, benchmarks and demos.
 //! - [`registry`]: the Confluent wire format, a caching Schema Registry client, and an in-process
 //!   registry that follows Confluent's REST API (for tests and the demo).
+//! - [`replay`]: `partner-sync replay` — chosen dead letters sent back to their original topics,
+//!   each marked on the dead-letter topic so a second replay does not send it again.
 //! - [`demo`]: `partner-sync demo` — the real pipeline on an embedded cluster, a seeded story, and a
 //!   summary checked against the engine.
 //! - [`runtime`]: the Kafka pipeline — route inputs by case (at once to the apply stage when this
@@ -50,6 +52,7 @@ pub mod logging;
 pub mod mapping;
 pub mod model;
 pub mod registry;
+pub mod replay;
 pub mod runtime;
 pub mod scenario;
 pub mod settings;

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use partner_sync::mapping::EngineConfig;
 use partner_sync::runtime::{endpoints, Stats};
-use partner_sync::scenario;
 use partner_sync::settings::{read_file, ClientRole, Settings};
+use partner_sync::{replay, scenario};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,35 @@ enum Command {
         #[arg(long, value_enum)]
         show: Option<Show>,
     },
+    /// Send chosen dead letters back to their original topics (after fixing what made them fail).
+    /// Each one sent is marked on the dead-letter topic, so running it again sends none twice.
+    Replay {
+        /// Configuration file layered over the defaults (environment variables override both).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only dead letters with this reason (partnersync.errors.reason, e.g. unknown_schema);
+        /// may be given more than once.
+        #[arg(long)]
+        reason: Vec<String>,
+        /// Only dead letters first read from this input topic; may be given more than once.
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Only dead letters written at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only dead letters written before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Every dead letter not yet replayed (needed when no other selection is given).
+        #[arg(long)]
+        all: bool,
+        /// List what would be sent, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long reading the dead-letter topic to its end and each send may take.
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
     /// Validate a configuration file and its mapping tables without connecting to anything.
     CheckConfig {
         /// The configuration file to check.
@@ -95,6 +124,79 @@ fn main() -> ExitCode {
             test_scenarios(&path, config.as_deref(), show)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Replay {
+            config,
+            reason,
+            topic,
+            since,
+            until,
+            all,
+            dry_run,
+            timeout_seconds,
+        } => {
+            let time = |t: Option<String>, flag: &str| {
+                t.map(|t| scenario::parse_rfc3339(&t).map_err(|e| format!("--{flag} {t}: {e}")))
+                    .transpose()
+            };
+            let selection = match (time(since, "since"), time(until, "until")) {
+                (Ok(since_ms), Ok(until_ms)) => replay::Selection {
+                    reasons: reason,
+                    topics: topic,
+                    since_ms,
+                    until_ms,
+                    all,
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            replay_dead_letters(
+                config.as_deref(),
+                &selection,
+                dry_run,
+                Duration::from_secs(timeout_seconds),
+            )
+        }
+    }
+}
+
+fn replay_dead_letters(
+    config: Option<&Path>,
+    selection: &replay::Selection,
+    dry_run: bool,
+    timeout: Duration,
+) -> ExitCode {
+    if !selection.is_given() {
+        eprintln!(
+            "error: say which dead letters to replay: --reason, --topic, --since/--until, or --all"
+        );
+        return ExitCode::from(2);
+    }
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    match runtime.block_on(replay::replay(&settings, selection, dry_run, timeout)) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!("{verb} {} dead letter(s):\n{report}", report.sent());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -556,3 +556,80 @@ async fn produce_batched(
         delivery.await.unwrap().expect("produce an input");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_comes_due_with_time_is_written_by_the_running_connector_once() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let cfg = EngineConfig::defaults();
+    // A prospect and its lead, qualified without an opportunity; none ever arrives.
+    let events: Vec<ChangeEvent> = story::generate_case(31, 0, story::Path::Won, &cfg, START_MS)
+        .causal()
+        .into_iter()
+        .filter_map(|e| match e {
+            ChangeEvent::Lead(mut c) => {
+                c.record.qualifyingopportunityid = None;
+                Some(ChangeEvent::Lead(c))
+            }
+            e @ ChangeEvent::Prospect(_) => Some(e),
+            _ => None,
+        })
+        .collect();
+    // The oracle: the engine's commands, then the alert that comes due once the grace is over.
+    let engine = partner_sync::engine::Engine::new(cfg.clone());
+    let mut state = partner_sync::engine::EngineState::default();
+    for e in &events {
+        engine.apply(&mut state, e.clone(), START_MS);
+    }
+    let due = engine.overdue(&mut state, START_MS + 86_400_000).commands;
+    assert_eq!(due.len(), 1, "{due:?}");
+    let mut expected = expected_commands(&events);
+    assert!(
+        !expected.values().any(|c| c.kind().as_str() == "alert"),
+        "no alert at once"
+    );
+    let alert_id = due[0].command_id().to_string();
+    expected.insert(alert_id.clone(), due[0].clone());
+
+    let p = producer(&broker.bootstrap());
+    produce(&p, &ids, &events).await;
+    let mut overdue = settings(&broker.bootstrap(), &registry.url(), "overdue");
+    overdue.decisions.opportunity_grace_seconds = 1;
+    let connector = InProcess::start(overdue.clone());
+    let (seen, _) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
+    });
+    // The message says how long it waited (wall-clock here): compare the rest.
+    let (Some(partner_sync::model::Command::Alert(got)), partner_sync::model::Command::Alert(want)) =
+        (seen.get(&alert_id), &due[0])
+    else {
+        panic!("the alert {alert_id} did not arrive: {seen:?}");
+    };
+    assert_eq!(
+        (&got.kind, &got.prospect_id, &got.caused_by),
+        (&want.kind, &want.prospect_id, &want.caused_by)
+    );
+    let stats = connector.stop().await.expect("the connector stops cleanly");
+    assert_eq!(
+        stats.value(names::ALERTS, &[("kind", "qualified_without_opportunity")]),
+        1,
+        "{}",
+        stats.summary()
+    );
+    // Its case was written without the wait: a restarted connector raises the alert no more.
+    let connector = InProcess::start(overdue);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stats = connector.stop().await.expect("the connector stops cleanly");
+    assert_eq!(stats.value(names::ALERTS, &[]), 0, "{}", stats.summary());
+    let alerts = Topics::new(&Settings::defaults().topics)
+        .command_topic(partner_sync::model::CommandKind::Alert)
+        .to_string();
+    let written = block_in_place(|| {
+        read_until(&broker.bootstrap(), &alerts, Duration::from_secs(3), |_| {
+            false
+        })
+    });
+    assert_eq!(written.len(), 1, "one alert, once");
+    drop(registry);
+}

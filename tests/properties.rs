@@ -255,7 +255,11 @@ fn every_story_path_ends_in_its_decision_with_at_most_one_email() {
 /// The story with the requester email of the cases `sharing` selects (a bit per case) replaced by
 /// one email, written in varied case on each, in prospects and contacts alike.
 fn share_one_email(story: &mut Story, sharing: u64) -> Vec<String> {
-    let spellings = ["pat@shared.example", "Pat@Shared.example", "PAT@shared.example "];
+    let spellings = [
+        "pat@shared.example",
+        "Pat@Shared.example",
+        "PAT@shared.example ",
+    ];
     let mut shared = Vec::new();
     for (i, case) in story.cases.iter_mut().enumerate() {
         if sharing & (1 << i) == 0 {

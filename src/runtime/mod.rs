@@ -152,6 +152,11 @@ impl Topics {
             .map(|(_, k)| *k)
     }
 
+    /// The input topics' names.
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|(t, _)| t.as_str())
+    }
+
     pub fn input_topic(&self, kind: SourceKind) -> &str {
         self.inputs
             .iter()

@@ -42,6 +42,8 @@
 mod run;
 mod time;
 
+pub use time::parse_rfc3339;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
