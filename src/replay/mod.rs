@@ -2,7 +2,7 @@
 //! the cause is fixed (a mapping table, a legal entity, a registered schema, a parking bound).
 //!
 //! A replay reads the dead-letter topic up to the end it has when the replay starts, decides what
-//! to send ([`plan`], pure), sends each chosen dead letter's original key, value and own headers to
+//! to send ([`mod@plan`], pure), sends each chosen dead letter's original key, value and own headers to
 //! its original topic, and, once that record is acknowledged, appends a mark to the dead-letter
 //! topic (a record with no value and header `partnersync.replay.of = <partition>/<offset>`). A
 //! later replay reads the marks and does not send those dead letters again, so a replay that
