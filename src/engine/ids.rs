@@ -147,6 +147,39 @@ mod tests {
         );
     }
 
+    /// Every id partner-sync derives is stored in Dataverse or Commerce: a silent change of a
+    /// derivation would orphan every lead, note, customer and hierarchy already created (and
+    /// every command id, which sinks use to drop repeats). These values were computed apart from
+    /// this code, with Python's `uuid.uuid5` and the namespace above; they never change.
+    #[test]
+    fn derived_ids_are_pinned_to_values_computed_apart_from_this_code() {
+        let lead = "fd3d42f1-85bb-5f86-a03b-6a04e3992cb6";
+        assert_eq!(lead_id("usrt", "PR-000123"), lead);
+        assert_eq!(note_id(lead), "13ee297d-a7cc-554b-8cb9-5220bbf11a69");
+        assert_eq!(
+            customer_account("PS-", "contact", "0c000000-0000-4000-8000-000000000201"),
+            "PS-867CC1C30CD0"
+        );
+        assert_eq!(
+            customer_account("PS-", "account", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+            "PS-9C0EAB6379E4"
+        );
+        assert_eq!(hierarchy_id("PSH-", lead), "PSH-81AF06B22EE7");
+        assert_eq!(
+            customer_command_id("usmf", "PS-1", "change-9"),
+            "31632369-7b6b-5c88-b43e-aa8cf0743a6e"
+        );
+        assert_eq!(
+            command_id("prospect_status", lead, "Approved"),
+            "f43c87b6-08af-57c7-aaeb-9523cb9dffc0"
+        );
+        assert_eq!(prospect_key("USRT", "PR-000123"), "usrt/PR-000123");
+        assert_eq!(
+            requester_key("USRT", " Marta@Fabrikam.COM "),
+            "usrt/marta@fabrikam.com"
+        );
+    }
+
     #[test]
     fn derived_customer_accounts_fit_the_twenty_character_key() {
         let account = customer_account("PS-", "account", "0f8fad5b-d9cb-469f-a165-70867728950e");
