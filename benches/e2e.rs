@@ -53,9 +53,11 @@
 //! `E2E_CONNECTOR_BIN=/path/to/partner-sync` measures another build's connector on the same workload
 //! (the raw copy and the load stay this build's), for an A/B of two commits run one after the other.
 //!
-//! It checks its own output: in round 0, every command the pure engine decides for the backlog is on
-//! Kafka, with no two different records for one command id; in the latency phase, every edit's command
-//! arrives.
+//! It checks its own output: in every round, after its figures are taken, every command the pure
+//! engine decides for the backlog is on Kafka, nothing else is on the command topics, and no two
+//! different records share a command id; in the latency phase, every edit's command arrives. A
+//! drain that does not finish within `E2E_DRAIN_TIMEOUT_S` (default 600 s) fails the run instead of
+//! hanging.
 //!
 //! Tansu 0.6 holds every fetch for up to fetch.wait.max.ms even when it has data (it sleeps after
 //! reading), so both sides use 10 ms; with Apache Kafka the default would do.
@@ -976,8 +978,15 @@ fn main() {
         let started = Instant::now();
         let mut child = Child::spawn(&config, &suffix);
         let mut first = None;
+        let drain_deadline =
+            started + Duration::from_secs(env_usize("E2E_DRAIN_TIMEOUT_S", 600) as u64);
         while !(child.applied(&topics.cases) as usize >= n && child.in_flight() == 0.0) {
             child.assert_alive();
+            assert!(
+                Instant::now() < drain_deadline,
+                "round {round}: the drain applied {} of {n} records and did not finish within E2E_DRAIN_TIMEOUT_S",
+                child.applied(&topics.cases)
+            );
             if first.is_none() && child.consumed() > 0.0 {
                 first = Some(Instant::now());
             }
@@ -1039,19 +1048,18 @@ fn main() {
             raw[round], raw_running[round], fan_running[round], full[round], full_running[round], rss[round],
             after_rss[round], AFTER_DRAIN.as_secs()
         );
-        if round == 0 {
-            let seen = collect_commands_in(
-                &broker.bootstrap(),
-                &topics,
-                &expected,
-                Duration::from_secs(180),
-            );
-            assert_same_commands(&expected, &seen);
-            eprintln!(
-                "round 0: all {} expected commands read back, none different",
-                expected.len()
-            );
-        }
+        // Checked after the figures are taken, so reading back costs them nothing.
+        let seen = collect_commands_in(
+            &broker.bootstrap(),
+            &topics,
+            &expected,
+            Duration::from_secs(180),
+        );
+        assert_same_commands(&expected, &seen);
+        eprintln!(
+            "round {round}: all {} expected commands read back, nothing else, none different",
+            expected.len()
+        );
         if round + 1 < rounds {
             drop(child);
         } else {

@@ -188,6 +188,14 @@ def check_set(name, values, binary, promtool, work):
         check(not policies, f"{name}: no NetworkPolicy unless asked for")
 
     service = one(objects, "Service")
+    # Each optional object exists exactly when it is enabled: a loop over what was rendered checks
+    # nothing when the object is missing.
+    dashboards = [cm for cm in by_kind(objects, "ConfigMap") if "partner-sync.json" in cm["data"]]
+    for kind, key, found in [("ServiceMonitor", "serviceMonitor", by_kind(objects, "ServiceMonitor")),
+                             ("PrometheusRule", "prometheusRule", by_kind(objects, "PrometheusRule")),
+                             ("dashboard ConfigMap", "grafanaDashboard", dashboards)]:
+        want = 1 if merged[key]["enabled"] else 0
+        check(len(found) == want, f"{name}: {want} {kind} ({key}.enabled = {merged[key]['enabled']}), {len(found)} rendered")
     for monitor in by_kind(objects, "ServiceMonitor"):
         check(monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
               and monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items(),
@@ -201,10 +209,15 @@ def check_set(name, values, binary, promtool, work):
             yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
         r = run([promtool, "check", "rules", rules_path])
         check(r.returncode == 0, f"{name}: promtool accepts the PrometheusRule's groups\n{r.stdout}{r.stderr}".rstrip())
-    for cm in by_kind(objects, "ConfigMap"):
-        if "partner-sync.json" in cm["data"]:
-            json.loads(cm["data"]["partner-sync.json"])
-            check(True, f"{name}: the dashboard ConfigMap holds valid JSON")
+    with open(os.path.join(CHART, "files", "dashboard.json")) as f:
+        dashboard_file = json.load(f)
+    for cm in dashboards:
+        try:
+            shipped = json.loads(cm["data"]["partner-sync.json"])
+        except json.JSONDecodeError as e:
+            shipped = None
+            check(False, f"{name}: the dashboard ConfigMap holds valid JSON: {e}")
+        check(shipped == dashboard_file, f"{name}: the dashboard ConfigMap holds exactly files/dashboard.json")
     return deployment
 
 
@@ -225,17 +238,19 @@ def main():
     check(checksum(changed) != checksum(deployments["default"]), "a configuration change changes the checksum annotation (pods roll)")
     check(checksum(same) == checksum(deployments["default"]), "a change outside the configuration keeps the checksum")
 
-    # 5. The schema is strict, and impossible combinations fail with a sentence.
-    for values, why in [({"replicas": 3}, "an unknown top-level key"),
-                        ({"autoscaling": {"maxReplica": 3}}, "a misspelt nested key"),
-                        ({"replicaCount": "two"}, "a string where a number belongs"),
-                        ({"config": {"kafak": {}}}, "an unknown configuration section"),
-                        ({"image": {"digest": "latest"}}, "a digest that is not sha256")]:
+    # 5. The schema is strict, and impossible combinations fail with a sentence. Each refusal
+    # must name what it refuses: any other error (a broken chart, a missing tool) is a failure.
+    for values, why, names in [({"replicas": 3}, "an unknown top-level key", "replicas"),
+                               ({"autoscaling": {"maxReplica": 3}}, "a misspelt nested key", "maxReplica"),
+                               ({"replicaCount": "two"}, "a string where a number belongs", "replicaCount"),
+                               ({"config": {"kafak": {}}}, "an unknown configuration section", "kafak"),
+                               ({"image": {"digest": "latest"}}, "a digest that is not sha256", "digest")]:
         try:
             chart.validate_schema(values)
             check(False, f"the schema refuses {why}")
         except helm.HelmError as e:
-            check(True, f"the schema refuses {why}: {' '.join(str(e).split())[:160]}")
+            text = " ".join(str(e).split())
+            check(names in text, f"the schema refuses {why}, naming {names}: {text[:160]}")
     for values, phrase in [({"replicaCount": 8, "topicPartitions": 4}, "exceeds topicPartitions"),
                            ({"networkPolicy": {"enabled": True}}, "needs networkPolicy.kafka.cidrs")]:
         try:

@@ -73,15 +73,23 @@ async fn the_whole_lifecycle_flows_through_kafka_and_every_command_arrives_once(
     let state_records = stats.value(names::STATE_RECORDS, &[]) as usize;
     assert!(state_records > 0, "{}", stats.summary());
     let state_topic = Topics::new(&Settings::defaults().topics).state;
-    let on_topic = block_in_place(|| {
-        read_until(
-            &broker.bootstrap(),
-            &state_topic,
-            Duration::from_secs(30),
-            |r| r.len() >= state_records,
-        )
-    });
-    assert_eq!(on_topic.len(), state_records, "{}", stats.summary());
+    let on_topic =
+        block_in_place(|| read_to_end(&broker.bootstrap(), &state_topic, Duration::from_secs(30)));
+    // Read whole, the topic also holds the restore fences, one per state partition per restore
+    // (keyed fence/<client id>), which are not state entries.
+    let is_fence = |r: &Read| r.key.as_deref().is_some_and(|k| k.starts_with(b"fence/"));
+    let fences = on_topic.iter().filter(|r| is_fence(r)).count();
+    assert_eq!(
+        fences as u64,
+        stats.value(names::STATE_RESTORES, &[]),
+        "one fence per restore"
+    );
+    assert_eq!(
+        on_topic.len() - fences,
+        state_records,
+        "{}",
+        stats.summary()
+    );
     assert_eq!(
         stats.value(names::APPLIED, &[("path", "local")]),
         applied,
@@ -283,12 +291,20 @@ async fn poison_records(local_apply: bool) {
         collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(60))
     });
     assert_same_commands(&expected, &seen);
-    let dead = block_in_place(|| {
+    block_in_place(|| {
         read_until(
             &broker.bootstrap(),
             &topics.dead_letters,
             Duration::from_secs(30),
             |r| r.len() >= 3,
+        )
+    });
+    // Read whole once the three are there: a fourth would be seen.
+    let dead = block_in_place(|| {
+        read_to_end(
+            &broker.bootstrap(),
+            &topics.dead_letters,
+            Duration::from_secs(30),
         )
     });
     assert_eq!(dead.len(), 3, "exactly the three poison records");
@@ -625,11 +641,8 @@ async fn an_alert_that_comes_due_with_time_is_written_by_the_running_connector_o
     let alerts = Topics::new(&Settings::defaults().topics)
         .command_topic(partner_sync::model::CommandKind::Alert)
         .to_string();
-    let written = block_in_place(|| {
-        read_until(&broker.bootstrap(), &alerts, Duration::from_secs(3), |_| {
-            false
-        })
-    });
+    let written =
+        block_in_place(|| read_to_end(&broker.bootstrap(), &alerts, Duration::from_secs(30)));
     assert_eq!(written.len(), 1, "one alert, once");
     drop(registry);
 }

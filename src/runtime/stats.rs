@@ -47,6 +47,7 @@ pub mod names {
     pub const APPLIED: &str = "partnersync_records_applied_total";
     pub const STATE_RECORDS: &str = "partnersync_state_records_produced_total";
     pub const SPILL_REFUSALS: &str = "partnersync_state_spill_refusals_total";
+    pub const STATE_RESTORES: &str = "partnersync_state_restores_total";
 }
 
 /// The mapping rule each source kind drives: the `rule` label of the outcome metrics.
@@ -298,7 +299,7 @@ impl Stats {
             intake_paused: gauge(&r, "partnersync_intake_paused", "1 while intake is paused because too many records are in flight."),
             order_window: gauge(&r, "partnersync_order_window_records", "Input records waiting in the order window to be routed in timestamp order."),
             intake_pauses: counter(&r, names::INTAKE_PAUSES, "Times intake paused because too many records were in flight."),
-            restores: counter(&r, "partnersync_state_restores_total", "State partitions restored from the state topic."),
+            restores: counter(&r, names::STATE_RESTORES, "State partitions restored from the state topic."),
             state_records: counter(&r, names::STATE_RECORDS, "State entries handed to the producer for the state topic, after same-key writes released together were coalesced."),
             spill_refusals: counter(&r, names::SPILL_REFUSALS, "State entries the spill file under state.spill_dir refused (they stayed in memory)."),
             state_entries: {

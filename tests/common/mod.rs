@@ -244,6 +244,21 @@ pub async fn produce_raw(p: &FutureProducer, topic: &str, key: &str, value: &[u8
     .unwrap();
 }
 
+/// A consumer that reads committed records, assigned by hand (outside any group).
+fn reader(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // librdkafka wants a group id even to assign; it joins nothing and commits nothing.
+        .set("group.id", "test-reader")
+        // Whole batches per fetch: Tansu returns nothing for a fetch starting inside a batch.
+        .set("max.partition.fetch.bytes", "67108864")
+        .set("fetch.max.bytes", "67108864")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Read {
@@ -253,6 +268,21 @@ pub struct Read {
 }
 
 impl Read {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Read {
+        Read {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
@@ -275,17 +305,7 @@ pub fn read_until(
     mut done: impl FnMut(&[Read]) -> bool,
 ) -> Vec<Read> {
     let deadline = Instant::now() + timeout;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        // librdkafka wants a group id even to assign; it joins nothing and commits nothing.
-        .set("group.id", "test-reader")
-        // Whole batches per fetch: Tansu returns nothing for a fetch starting inside a batch.
-        .set("max.partition.fetch.bytes", "67108864")
-        .set("fetch.max.bytes", "67108864")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = reader(bootstrap);
     // Asked again (bounded by the deadline) while the broker does not report the topic yet.
     let partitions = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -312,22 +332,80 @@ pub fn read_until(
     let mut out = Vec::new();
     while Instant::now() < deadline && !done(&out) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Read {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
+            out.push(Read::of(&m));
         }
     }
     out
+}
+
+/// Every record of `topic` up to its end: the end offsets are read when called, and read again once
+/// they are reached, until two readings 300 ms apart agree (Tansu's reported end can trail a write
+/// it has acknowledged by a moment). Call it once the writer has acknowledged everything it will
+/// write. Panics if the end is not reached within `timeout`.
+pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Read> {
+    let deadline = Instant::now() + timeout;
+    let consumer = reader(bootstrap);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    assert!(
+        partitions > 0,
+        "the broker reports no partitions of {topic}"
+    );
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let ends = || -> Vec<i64> {
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    };
+    // Where reading is, per partition: the next offset to read.
+    let mut next = vec![0i64; partitions as usize];
+    let mut end = ends();
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end {end:?} (at {next:?}) within {timeout:?}"
+        );
+        if next.iter().zip(&end).all(|(n, e)| n >= e) {
+            std::thread::sleep(Duration::from_millis(300));
+            let again = ends();
+            if again == end {
+                return out;
+            }
+            end = again;
+            continue;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next[m.partition() as usize] = m.offset() + 1;
+                out.push(Read::of(&m));
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {
+                // Transaction markers take offsets no record is read at: the position says.
+                if let Ok(positions) = consumer.position() {
+                    for e in positions.elements() {
+                        if let rdkafka::Offset::Offset(at) = e.offset() {
+                            let n = &mut next[e.partition() as usize];
+                            *n = (*n).max(at);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The commands the pure engine decides for `events`, by command id: what the pipeline must emit.
@@ -343,8 +421,10 @@ pub fn expected_commands(events: &[ChangeEvent]) -> BTreeMap<String, Cmd> {
     out
 }
 
-/// Reads every command topic until all expected command ids are present (or time runs out) and checks
-/// that each id appears only as byte-identical records. Returns (seen ids → command, total records).
+/// Waits until every expected command id is on its topic (or time runs out), then reads every
+/// command topic, alerts included, to its end ([`read_to_end`]): whatever else is there, extras or
+/// repeats, is seen too. Checks that each id appears only as byte-identical records. Returns (seen
+/// ids → command, total records on the command topics).
 pub fn collect_commands(
     bootstrap: &str,
     expected: &BTreeMap<String, Cmd>,
@@ -392,13 +472,22 @@ fn collect_commands_from(
         let mut missing: std::collections::BTreeSet<String> =
             want.iter().map(|w| w.to_string()).collect();
         let mut checked = 0;
-        let records = read_until(bootstrap, topics.command_topic(kind), left, |r| {
-            for x in &r[checked..] {
-                missing.remove(decode_command(&codec, kind, &x.value).command_id());
-            }
-            checked = r.len();
-            missing.is_empty()
-        });
+        if !missing.is_empty() {
+            read_until(bootstrap, topics.command_topic(kind), left, |r| {
+                for x in &r[checked..] {
+                    missing.remove(decode_command(&codec, kind, &x.value).command_id());
+                }
+                checked = r.len();
+                missing.is_empty()
+            });
+        }
+    }
+    // Every expected command has landed (or time ran out): what the topics hold now is read whole.
+    for kind in CommandKind::ALL {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(30));
+        let records = read_to_end(bootstrap, topics.command_topic(kind), left);
         total += records.len();
         for r in records {
             let command = decode_command(&codec, kind, &r.value);
