@@ -6,7 +6,10 @@
 //! partner requests, leads qualified and won, disqualified for every reason, opportunities lost, a
 //! requester who applies twice, re-delivered and early-arriving events, the connector's own writes
 //! coming back, and one record that is not Avro at all. At the end it prints what happened and
-//! checks every count against what the pure engine decides for the same story.
+//! checks it two ways: the outcomes against the story's own labels (which cases were won,
+//! disqualified or lost: an oracle apart from the engine), and every command, whole, against what
+//! the pure engine decides for the same deliveries, with any command id written with two
+//! different contents counted.
 //!
 //! The demo is one instance: its cases and state topics have one partition.
 
@@ -82,17 +85,29 @@ impl Report {
             self.records,
             self.elapsed.as_secs_f64(),
             if self.all_match() {
-                "Every count matches the story."
+                "Every count matches: the story's outcomes, and the engine's decisions command by command."
             } else {
-                "Some counts do not match the story."
+                "Some counts do not match."
             }
         ));
         out
     }
 }
 
-/// The records to deliver, in order, with the undecodable one marked as `None`.
-fn deliveries(opts: &DemoOptions, cfg: &EngineConfig) -> (Vec<Option<ChangeEvent>>, usize) {
+/// What the story's own labels say must happen, apart from any rule the engine applies.
+#[derive(Debug, Clone, Copy, Default)]
+struct Labels {
+    cases: u64,
+    won: u64,
+    /// Disqualified or lost: each a rejection and one email.
+    rejected: u64,
+    /// Won cases whose requester already is another won case's: held, not approved.
+    repeat_requesters: u64,
+}
+
+/// The records to deliver, in order, with the undecodable one marked as `None`; how many were
+/// re-delivered; and what the story's labels say.
+fn deliveries(opts: &DemoOptions, cfg: &EngineConfig) -> (Vec<Option<ChangeEvent>>, usize, Labels) {
     let start = 1_772_442_000_000;
     let mut story = story::generate(opts.seed, opts.prospects, cfg, start);
     // A requester who applies twice: a second prospect, won as well, with the first one's email.
@@ -113,6 +128,14 @@ fn deliveries(opts: &DemoOptions, cfg: &EngineConfig) -> (Vec<Option<ChangeEvent
         }
         story.cases.push(twin);
     }
+    let won = story.cases.iter().filter(|c| c.path == Path::Won).count() as u64;
+    let labels = Labels {
+        cases: story.cases.len() as u64,
+        won,
+        rejected: story.cases.len() as u64 - won,
+        // The twin is its requester's second won case (it starts an hour after the first).
+        repeat_requesters: u64::from(story.cases.len() > opts.prospects),
+    };
     let mut rng = Rng::new(opts.seed.wrapping_add(1));
     let mut out: Vec<Option<ChangeEvent>> = Vec::new();
     for case in &story.cases {
@@ -133,14 +156,18 @@ fn deliveries(opts: &DemoOptions, cfg: &EngineConfig) -> (Vec<Option<ChangeEvent
         out.insert(at, e);
     }
     out.insert(out.len() / 3, None);
-    (out, redelivered)
+    (out, redelivered, labels)
 }
 
-/// What the pure engine decides for the same deliveries: the expected counts.
-fn expected(cfg: &EngineConfig, events: &[Option<ChangeEvent>]) -> (BTreeMap<String, u64>, u64) {
+/// What the pure engine decides for the same deliveries: its commands by id, and how many events
+/// it rejects.
+fn expected(
+    cfg: &EngineConfig,
+    events: &[Option<ChangeEvent>],
+) -> (BTreeMap<String, Command>, u64) {
     let engine = Engine::new(cfg.clone());
     let mut state = EngineState::default();
-    let mut counts = BTreeMap::new();
+    let mut decided = BTreeMap::new();
     let mut rejected = 0;
     for e in events.iter().flatten() {
         let d = engine.apply(&mut state, e.clone(), 0);
@@ -150,12 +177,17 @@ fn expected(cfg: &EngineConfig, events: &[Option<ChangeEvent>]) -> (BTreeMap<Str
             .chain(released)
             .filter(|d| matches!(d, Disposition::Rejected(_)))
             .count() as u64;
-        count_commands(&mut counts, &d.commands);
+        for c in d.commands {
+            decided.insert(c.command_id().to_string(), c);
+        }
     }
-    (counts, rejected)
+    (decided, rejected)
 }
 
-fn count_commands(counts: &mut BTreeMap<String, u64>, commands: &[Command]) {
+fn count_commands<'c>(
+    counts: &mut BTreeMap<String, u64>,
+    commands: impl IntoIterator<Item = &'c Command>,
+) {
     for c in commands {
         let key = match c {
             Command::LeadUpsert(l) if l.is_create => "leads created".to_string(),
@@ -206,8 +238,10 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
     settings.registry.urls = vec![registry.url()];
     settings.registry.auto_register = true;
     let cfg = EngineConfig::compile(&settings).map_err(|e| e.to_string())?;
-    let (events, redelivered) = deliveries(&opts, &cfg);
-    let (expected_counts, expected_rejected) = expected(&cfg, &events);
+    let (events, redelivered, labels) = deliveries(&opts, &cfg);
+    let (engine_decided, expected_rejected) = expected(&cfg, &events);
+    let mut expected_counts = BTreeMap::new();
+    count_commands(&mut expected_counts, engine_decided.values());
     let prospects = events
         .iter()
         .flatten()
@@ -304,9 +338,23 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
         ));
     }
 
-    let decided = read_commands(&cluster.bootstrap_servers(), &topics).await?;
+    let (decided, conflicting) = read_commands(&cluster.bootstrap_servers(), &topics).await?;
     let mut actual_counts = BTreeMap::new();
-    count_commands(&mut actual_counts, &decided);
+    count_commands(&mut actual_counts, decided.values());
+    let identical = engine_decided
+        .iter()
+        .filter(|(id, c)| decided.get(*id) == Some(c))
+        .count() as u64;
+    let undecided = decided
+        .keys()
+        .filter(|id| !engine_decided.contains_key(*id))
+        .count() as u64;
+    let actual = |label: &str| actual_counts.get(label).copied().unwrap_or(0);
+    let rejections: u64 = actual_counts
+        .iter()
+        .filter(|(label, _)| label.starts_with("prospects rejected"))
+        .map(|(_, n)| n)
+        .sum();
 
     let prospect_records = events
         .iter()
@@ -321,6 +369,48 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
         })
         .count() as u64;
     let mut rows = vec![
+        // The story's own labels, apart from the engine.
+        Row {
+            label: "story: a lead per case".into(),
+            expected: Some(labels.cases),
+            actual: actual("leads created"),
+        },
+        Row {
+            label: "story: won cases approved (a repeat requester held)".into(),
+            expected: Some(labels.won - labels.repeat_requesters),
+            actual: actual("prospects approved"),
+        },
+        Row {
+            label: "story: a hierarchy per approval".into(),
+            expected: Some(labels.won - labels.repeat_requesters),
+            actual: actual("customer hierarchy"),
+        },
+        Row {
+            label: "story: disqualified or lost cases rejected".into(),
+            expected: Some(labels.rejected),
+            actual: rejections,
+        },
+        Row {
+            label: "story: one rejection email per rejected case".into(),
+            expected: Some(labels.rejected),
+            actual: actual("rejection email"),
+        },
+        // Every command, whole, against the engine's decisions for the same deliveries.
+        Row {
+            label: "engine: commands written identical to its decision".into(),
+            expected: Some(engine_decided.len() as u64),
+            actual: identical,
+        },
+        Row {
+            label: "engine: commands it did not decide".into(),
+            expected: Some(0),
+            actual: undecided,
+        },
+        Row {
+            label: "command ids written with two different contents".into(),
+            expected: Some(0),
+            actual: conflicting,
+        },
         Row {
             label: "partner requests (prospect records read)".into(),
             expected: Some(prospect_records),
@@ -407,9 +497,14 @@ pub async fn run(opts: DemoOptions, stats: Arc<Stats>) -> Result<Report, String>
     })
 }
 
-/// Reads every command the connector wrote (deduplicated by command id), with one consumer assigned
-/// to every partition of every command topic (no group join to wait for).
-async fn read_commands(bootstrap: &str, topics: &Topics) -> Result<Vec<Command>, String> {
+/// Reads every command the connector wrote, by command id, with one consumer assigned to every
+/// partition of every command topic (no group join to wait for); also returns how many ids were
+/// written with two different contents (a repeat of the same bytes is at-least-once, not a
+/// conflict).
+async fn read_commands(
+    bootstrap: &str,
+    topics: &Topics,
+) -> Result<(BTreeMap<String, Command>, u64), String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let bootstrap = bootstrap.to_string();
@@ -438,7 +533,8 @@ async fn read_commands(bootstrap: &str, topics: &Topics) -> Result<Vec<Command>,
             }
         }
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        let mut seen = BTreeMap::new();
+        let mut seen: BTreeMap<String, Command> = BTreeMap::new();
+        let mut conflicting = std::collections::BTreeSet::new();
         let mut quiet = Instant::now();
         while quiet.elapsed() < Duration::from_millis(1500) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
@@ -448,10 +544,14 @@ async fn read_commands(bootstrap: &str, topics: &Topics) -> Result<Vec<Command>,
                 let c = codec
                     .decode_command(kind, body)
                     .map_err(|e| e.to_string())?;
-                seen.insert(c.command_id().to_string(), c);
+                let id = c.command_id().to_string();
+                if seen.get(&id).is_some_and(|first| *first != c) {
+                    conflicting.insert(id.clone());
+                }
+                seen.entry(id).or_insert(c);
             }
         }
-        Ok(seen.into_values().collect())
+        Ok((seen, conflicting.len() as u64))
     })
     .await
     .map_err(|e| e.to_string())?

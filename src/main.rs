@@ -28,7 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// See it work: the real pipeline on an embedded Kafka cluster and Schema Registry, replaying a
-    /// generated onboarding story, with a summary checked against what the story implies.
+    /// generated onboarding story, with a summary checked against the story's labels and, command by
+    /// command, against the engine's decisions.
     Demo {
         /// How many partner requests the story has.
         #[arg(long, default_value_t = 300)]

@@ -25,11 +25,19 @@ fn the_demo_runs_the_whole_story_and_every_count_matches() {
         out.status
     );
     assert!(
-        stdout.contains("Every count matches the story."),
+        stdout.contains("Every count matches: the story's outcomes, and the engine's decisions command by command."),
         "{stdout}"
     );
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
     for row in [
+        "story: a lead per case",
+        "story: won cases approved",
+        "story: a hierarchy per approval",
+        "story: disqualified or lost cases rejected",
+        "story: one rejection email per rejected case",
+        "engine: commands written identical to its decision",
+        "engine: commands it did not decide",
+        "command ids written with two different contents",
         "leads created",
         "customer upserts: Person",
         "customer upserts: Organization",
