@@ -646,3 +646,78 @@ async fn an_alert_that_comes_due_with_time_is_written_by_the_running_connector_o
     assert_eq!(written.len(), 1, "one alert, once");
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_event_that_waits_too_long_reaches_the_dead_letter_topic_with_its_bytes() {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let topics = Topics::new(&Settings::defaults().topics);
+    let cfg = EngineConfig::defaults();
+    // A contact whose lead never arrives: it parks (lead_not_seen) and expires after 1 s.
+    let contact = story::generate_case(41, 0, story::Path::Won, &cfg, START_MS)
+        .causal()
+        .into_iter()
+        .find(|e| e.kind() == SourceKind::Contact)
+        .expect("a won case has a contact");
+    let p = producer(&broker.bootstrap());
+    produce(&p, &ids, std::slice::from_ref(&contact)).await;
+    let mut expiring = settings(&broker.bootstrap(), &registry.url(), "expiry");
+    expiring.parking.timeout_seconds = 1;
+    let connector = InProcess::start(expiring);
+    block_in_place(|| {
+        read_until(
+            &broker.bootstrap(),
+            &topics.dead_letters,
+            Duration::from_secs(60),
+            |r| !r.is_empty(),
+        )
+    });
+    let stats = connector.stop().await.expect("the connector stops cleanly");
+    let dead = block_in_place(|| {
+        read_to_end(
+            &broker.bootstrap(),
+            &topics.dead_letters,
+            Duration::from_secs(30),
+        )
+    });
+    assert_eq!(dead.len(), 1, "the one expired event");
+    let dl = &dead[0];
+    let original = wire::frame(
+        ids[&SourceKind::Contact],
+        &Codec::new().encode_event(&contact).unwrap(),
+    );
+    assert_eq!(dl.value, original, "its original bytes");
+    assert_eq!(dl.key.as_deref(), Some(contact.entity_id().as_bytes()));
+    assert_eq!(
+        dl.header("partnersync.errors.reason").as_deref(),
+        Some("parking_expired")
+    );
+    assert_eq!(
+        dl.header("__connect.errors.topic").as_deref(),
+        Some(topics.input_topic(SourceKind::Contact))
+    );
+    assert!(
+        dl.header("__connect.errors.exception.message")
+            .unwrap()
+            .contains("the lead it was qualified from (originatingleadid) never arrived"),
+        "{:?}",
+        dl.header("__connect.errors.exception.message")
+    );
+    assert_eq!(
+        stats.value(names::PARKED_EXPIRED, &[("reason", "lead_not_seen")]),
+        1,
+        "{}",
+        stats.summary()
+    );
+    // Its parked entry was deleted: the state topic's last record for it is a tombstone.
+    let state =
+        block_in_place(|| read_to_end(&broker.bootstrap(), &topics.state, Duration::from_secs(30)));
+    let parked: Vec<&Read> = state
+        .iter()
+        .filter(|r| r.key.as_deref().is_some_and(|k| k.starts_with(b"parked/")))
+        .collect();
+    assert_eq!(parked.len(), 2, "written when it parked, then a tombstone");
+    assert!(parked[1].value.is_empty(), "the last one is a tombstone");
+    drop(registry);
+}
