@@ -4,7 +4,7 @@ use partner_sync::codec::Codec;
 use partner_sync::model::{CommandKind, SourceKind};
 use partner_sync::registry::fake::FakeRegistry;
 use partner_sync::registry::{RegistryClient, RegistryError};
-use partner_sync::settings::Settings;
+use partner_sync::settings::{Secret, Settings};
 
 async fn client(url: String) -> RegistryClient {
     let mut cfg = Settings::defaults().registry;
@@ -138,4 +138,115 @@ async fn the_registry_refuses_an_incompatible_schema_with_409() {
         missing.json::<serde_json::Value>().await.unwrap()["error_code"],
         40403
     );
+}
+
+/// A client for `urls` with the given credentials.
+fn client_with(
+    urls: Vec<String>,
+    username: &str,
+    password: &str,
+    bearer_token: &str,
+) -> RegistryClient {
+    let mut cfg = Settings::defaults().registry;
+    cfg.urls = urls;
+    cfg.timeout_ms = 2_000;
+    cfg.username = username.to_string();
+    cfg.password = Secret::new(password);
+    cfg.bearer_token = Secret::new(bearer_token);
+    RegistryClient::new(&cfg).unwrap()
+}
+
+#[tokio::test]
+async fn basic_and_bearer_authentication_reach_a_registry_that_requires_them() {
+    let running = FakeRegistry::start(0).await.unwrap();
+    let id = running
+        .registry
+        .register(
+            "sales.lead.changes-value",
+            partner_sync::codec::EVENT_SCHEMAS[1].1,
+        )
+        .unwrap();
+    // alice:s3cret in base64.
+    running
+        .registry
+        .require_authorization(Some("Basic YWxpY2U6czNjcmV0"));
+    let mut basic = client_with(vec![running.url()], "alice", "s3cret", "");
+    basic
+        .fetch(id)
+        .await
+        .expect("basic authentication accepted");
+    let mut wrong = client_with(vec![running.url()], "alice", "guess", "");
+    assert!(
+        wrong.fetch(id).await.is_err(),
+        "a wrong password is refused"
+    );
+    let mut anonymous = client_with(vec![running.url()], "", "", "");
+    assert!(
+        anonymous.fetch(id).await.is_err(),
+        "no credential is refused"
+    );
+
+    running.registry.require_authorization(Some("Bearer t0ken"));
+    let mut bearer = client_with(vec![running.url()], "", "", "t0ken");
+    bearer
+        .fetch(id)
+        .await
+        .expect("bearer authentication accepted");
+    let mut basic_again = client_with(vec![running.url()], "alice", "s3cret", "");
+    assert!(
+        basic_again.fetch(id).await.is_err(),
+        "basic is not the bearer token"
+    );
+}
+
+#[tokio::test]
+async fn with_several_urls_a_dead_first_registry_is_passed_over() {
+    let running = FakeRegistry::start(0).await.unwrap();
+    let id = running
+        .registry
+        .register(
+            "sales.lead.changes-value",
+            partner_sync::codec::EVENT_SCHEMAS[1].1,
+        )
+        .unwrap();
+    // A port nothing listens on: bound, then released.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut c = client_with(vec![dead.clone(), running.url()], "", "", "");
+    c.fetch(id).await.expect("the second URL answers");
+    let mut only_dead = client_with(vec![dead], "", "", "");
+    assert!(only_dead.fetch(id).await.unwrap_err().is_retriable());
+}
+
+#[tokio::test]
+async fn each_subject_name_strategy_registers_the_output_schemas_under_its_subjects() {
+    use partner_sync::settings::SubjectNameStrategy;
+    let topic = "commerce.customer.commands";
+    let record = "partnersync.commerce.commands.CustomerUpsert";
+    for (strategy, subject) in [
+        (SubjectNameStrategy::Topic, format!("{topic}-value")),
+        (SubjectNameStrategy::Record, record.to_string()),
+        (
+            SubjectNameStrategy::TopicRecord,
+            format!("{topic}-{record}"),
+        ),
+    ] {
+        assert_eq!(strategy.subject(topic, record), subject);
+        let running = FakeRegistry::start(0).await.unwrap();
+        let c = client(running.url()).await;
+        let text = partner_sync::codec::COMMAND_SCHEMAS
+            .iter()
+            .find(|(k, _)| *k == CommandKind::CustomerUpsert)
+            .unwrap()
+            .1;
+        let id = c.ensure(&subject, text, true).await.unwrap();
+        assert_eq!(running.registry.subjects(), vec![subject.clone()]);
+        assert_eq!(
+            c.ensure(&subject, text, false).await.unwrap(),
+            id,
+            "{subject}"
+        );
+    }
 }

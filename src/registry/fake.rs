@@ -14,8 +14,12 @@
 //! | `POST /compatibility/subjects/{s}/versions/{v or latest}` | `{is_compatible}` against that version |
 //! | `GET`/`PUT /config`, `/config/{s}` | compatibility level; `BACKWARD` by default |
 //!
+//! Authentication: [`FakeRegistry::require_authorization`] makes every call without exactly that
+//! `Authorization` header value (`Basic <base64 user:password>` or `Bearer <token>`) answer 401
+//! (`40101`), as Confluent's registry does with HTTP basic or bearer authentication configured.
+//!
 //! Simplifications: Avro only (`schemaType` other than `AVRO` → 422), no references, no soft
-//! deletes, no modes/contexts/auth. Compatibility checks use apache-avro's `SchemaCompatibility`
+//! deletes, no modes/contexts, one credential. Compatibility checks use apache-avro's `SchemaCompatibility`
 //! (`BACKWARD`, `FORWARD`, `FULL`, their `_TRANSITIVE` forms, `NONE`). Schema identity compares the
 //! full parsed form (defaults and logical types included). For fault injection, [`FakeRegistry::set_unavailable`]
 //! makes every call answer 503 (`50301`), as a registry behind a failing load balancer would.
@@ -50,6 +54,8 @@ pub struct FakeRegistry {
     store: Mutex<Store>,
     unavailable: AtomicBool,
     requests: AtomicU64,
+    /// The `Authorization` header value every call must carry, if any.
+    authorization: Mutex<Option<String>>,
 }
 
 /// A running registry on loopback; stops when dropped.
@@ -71,6 +77,7 @@ impl FakeRegistry {
             store: Mutex::new(Store::default()),
             unavailable: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            authorization: Mutex::new(None),
         })
     }
 
@@ -100,6 +107,18 @@ impl FakeRegistry {
         self.unavailable.store(unavailable, Ordering::SeqCst);
     }
 
+    /// From now on, every call must carry exactly this `Authorization` header value (`None`: no
+    /// authentication).
+    pub fn require_authorization(&self, value: Option<&str>) {
+        *self.authorization.lock().expect("registry lock") = value.map(str::to_string);
+    }
+
+    /// The subjects registered so far, in name order.
+    pub fn subjects(&self) -> Vec<String> {
+        let store = self.store.lock().expect("registry lock");
+        store.subjects.keys().cloned().collect()
+    }
+
     /// How many requests were answered (including 503s).
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -119,6 +138,17 @@ impl FakeRegistry {
                 50301,
                 "Schema Registry is unavailable (injected fault)",
             );
+        }
+        let required = self.authorization.lock().expect("registry lock").clone();
+        if let Some(required) = required {
+            let given = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.as_str());
+            if given != Some(required.as_str()) {
+                return error(401, 40101, "Unauthorized");
+            }
         }
         let mut store = self.store.lock().expect("registry lock");
         let segments: Vec<&str> = r.path.trim_matches('/').split('/').collect();
