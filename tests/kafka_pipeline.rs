@@ -721,3 +721,104 @@ async fn a_parked_event_that_waits_too_long_reaches_the_dead_letter_topic_with_i
     assert!(parked[1].value.is_empty(), "the last one is a tombstone");
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_input_goes_to_the_dead_letters_without_its_value_and_the_records_behind_it_flow(
+) {
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let topics = Topics::new(&Settings::defaults().topics);
+    let cfg = EngineConfig::defaults();
+    let events = story::generate(43, 6, &cfg, START_MS).clean();
+    let expected = expected_commands(&events);
+    // A producer that may send records of several MiB (librdkafka's own bound is 1,000,000 bytes).
+    let big: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.max.bytes", "16000000")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
+    let prospect_topic = topics.input_topic(SourceKind::Prospect).to_string();
+    // 5 MiB of noise, and a valid prospect whose comments are 5 MiB, ahead of the story.
+    let noise: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut long = events
+        .iter()
+        .find_map(|e| match e {
+            ChangeEvent::Prospect(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    long.record.prospect_id = "PR-BIG".into();
+    long.record.comments = Some("x".repeat(5 * 1024 * 1024));
+    let long_value = wire::frame(
+        ids[&SourceKind::Prospect],
+        &Codec::new()
+            .encode_event(&ChangeEvent::Prospect(long))
+            .unwrap(),
+    );
+    for value in [&noise, &long_value] {
+        big.send(
+            FutureRecord::to(&prospect_topic)
+                .key("big")
+                .payload(value.as_slice()),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the broker takes a 5 MiB record");
+    }
+    let p = producer(&broker.bootstrap());
+    produce(&p, &ids, &events).await;
+
+    let settings = settings(&broker.bootstrap(), &registry.url(), "oversized");
+    let connector = InProcess::start(settings.clone());
+    let (seen, total) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(90))
+    });
+    assert_eq!(total, expected.len(), "every command of the story, once");
+    connector.stop_expecting(&expected, &seen).await;
+    let dead = block_in_place(|| {
+        read_to_end(
+            &broker.bootstrap(),
+            &topics.dead_letters,
+            Duration::from_secs(30),
+        )
+    });
+    assert_eq!(dead.len(), 2, "the two oversized records");
+    for (dl, original) in dead.iter().zip([&noise, &long_value]) {
+        assert!(dl.value.is_empty(), "the value is left out");
+        assert_eq!(dl.key.as_deref(), Some(b"big".as_slice()));
+        assert_eq!(
+            dl.header("partnersync.errors.reason").as_deref(),
+            Some("oversized_input")
+        );
+        assert_eq!(
+            dl.header("partnersync.errors.value.size"),
+            Some(original.len().to_string())
+        );
+        assert_eq!(
+            dl.header("partnersync.errors.value.sha1").map(|s| s.len()),
+            Some(40)
+        );
+        assert_eq!(
+            dl.header("__connect.errors.topic").as_deref(),
+            Some(prospect_topic.as_str())
+        );
+        assert!(dl.header("__connect.errors.offset").is_some());
+    }
+    assert_ne!(
+        dead[0].header("partnersync.errors.value.sha1"),
+        dead[1].header("partnersync.errors.value.sha1")
+    );
+    // A restart reads on from the committed offsets: nothing stops on the oversized records.
+    let again = InProcess::start(settings);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!again.is_finished(), "the restarted connector runs");
+    again
+        .stop()
+        .await
+        .expect("the restarted connector stops cleanly");
+    drop(registry);
+}

@@ -25,6 +25,8 @@ pub struct DeadLetter {
     /// The engine rule involved, when there is one.
     pub rule: Option<&'static str>,
     pub retriable: bool,
+    /// The value was left out (too large to carry): its size in bytes and SHA-1 (hex).
+    pub dropped_value: Option<(usize, String)>,
 }
 
 impl DeadLetter {
@@ -106,6 +108,42 @@ impl DeadLetter {
         )
     }
 
+    /// An input record too large to process: its dead letter carries the key, headers and
+    /// coordinates, but not the value, whose size and SHA-1 go in headers instead.
+    pub fn from_oversized(source: SourceRecord, limit_kib: usize) -> DeadLetter {
+        use sha1::{Digest, Sha1};
+        let size = source.value().len();
+        let sha1: String = Sha1::digest(source.value())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let message = format!(
+            "the record's value is {size} bytes, over delivery.max_record_kib ({limit_kib} KiB), so it was not processed \
+             and this dead letter does not carry it (its size and SHA-1 are in headers). Fetch it from {}/{}@{} if it is needed; \
+             raise delivery.max_record_kib only if every output topic and broker accepts records that large",
+            source.topic, source.partition, source.offset
+        );
+        let without_value = SourceRecord::new(
+            source.topic.clone(),
+            source.partition,
+            source.offset,
+            source.key(),
+            &[],
+            source.headers.clone(),
+        );
+        DeadLetter {
+            dropped_value: Some((size, sha1)),
+            ..DeadLetter::new(
+                without_value,
+                "KAFKA_CONSUME",
+                "partnersync.RecordTooLarge",
+                "oversized_input",
+                message,
+                None,
+            )
+        }
+    }
+
     pub fn from_produce(source: SourceRecord, error: String) -> DeadLetter {
         let message = format!("an output of this record could not be written: {error}");
         DeadLetter::new(
@@ -134,6 +172,7 @@ impl DeadLetter {
             message,
             rule,
             retriable: false,
+            dropped_value: None,
         }
     }
 
@@ -162,6 +201,10 @@ impl DeadLetter {
             self.rule.unwrap_or("").to_string(),
         );
         put("partnersync.errors.retriable", self.retriable.to_string());
+        if let Some((size, sha1)) = &self.dropped_value {
+            put("partnersync.errors.value.size", size.to_string());
+            put("partnersync.errors.value.sha1", sha1.clone());
+        }
         h
     }
 }

@@ -65,7 +65,8 @@ pub fn rule_name(kind: SourceKind) -> &'static str {
 const OUTCOMES: [&str; 4] = ["emitted", "skipped", "parked", "rejected"];
 
 /// Dead-letter stages (Kafka Connect's names) and reasons, pre-created so alerts see zeros, not gaps.
-const DEAD_LETTER_SERIES: [(&str, &str); 12] = [
+const DEAD_LETTER_SERIES: [(&str, &str); 13] = [
+    ("KAFKA_CONSUME", "oversized_input"),
     ("VALUE_CONVERTER", "bad_wire_format"),
     ("VALUE_CONVERTER", "unknown_schema"),
     ("VALUE_CONVERTER", "invalid_schema"),

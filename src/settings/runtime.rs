@@ -317,6 +317,10 @@ pub struct DeliverySettings {
     /// Apply a record where it is routed when this instance owns its case's partition, without the
     /// cases-topic hop (at-least-once only). See `runtime::local`.
     pub local_apply: bool,
+    /// An input record whose value is larger than this many KiB is not processed: it goes to the
+    /// dead letters without its value (its size and digest in headers), so neither it nor what
+    /// would be made of it can be refused by a client or broker limit and stop the pipeline.
+    pub max_record_kib: usize,
 }
 
 /// How much of the engine's state an instance holds in memory (see `engine/state/resident.rs`).

@@ -116,7 +116,8 @@ impl Pipeline {
             topic: &self.topics.dead_letters,
             partition: None,
             key: dl.source.key(),
-            value: Some(dl.source.value()),
+            // Left out when too large to carry (its size and digest are in the headers).
+            value: dl.dropped_value.is_none().then(|| dl.source.value()),
             headers: &headers,
         };
         self.send_out(out, token).await

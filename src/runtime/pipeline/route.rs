@@ -19,6 +19,13 @@ impl Pipeline {
         let offset = source.offset;
         let seq = self.next_seq(tp);
         let at = At::Offset(offset);
+        // Too large to process: neither it nor what would be made of it could be written.
+        let limit_kib = self.settings.delivery.max_record_kib;
+        if source.value().len() > limit_kib.saturating_mul(1024) {
+            let dl = DeadLetter::from_oversized(source, limit_kib);
+            self.dead_letter_input(tp, seq, at, dl).await?;
+            return Ok(None);
+        }
         let Some(kind) = self.topics.kind_of(&source.topic) else {
             self.dead_letter_input(tp, seq, at, DeadLetter::from_unknown_topic(source))
                 .await?;
