@@ -212,7 +212,7 @@ fn check_config(file: &Path) -> ExitCode {
     let kafka = [ClientRole::Consumer, ClientRole::Producer]
         .into_iter()
         .find_map(|role| settings.kafka.client_config(role).err());
-    if let Some(problem) = kafka {
+    if let Some(problem) = kafka.or_else(|| settings.check_record_sizes().err()) {
         eprintln!("error: {}: {problem}", file.display());
         return ExitCode::from(2);
     }

@@ -297,3 +297,24 @@ fn check_config_warns_about_a_template_gap_and_still_accepts_the_file() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn check_config_refuses_an_input_bound_the_producer_could_not_write() {
+    let dir = temp_dir("sizes");
+    let file = dir.join("sizes.toml");
+    std::fs::write(&file, "[delivery]\nmax_record_kib = 2048\n").unwrap();
+    let (code, _, stderr) = cli(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("delivery.max_record_kib (2048 KiB) leaves no room")
+            && stderr.contains("at most 912 KiB"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &file,
+        "[delivery]\nmax_record_kib = 2048\n[kafka.extra]\n\"message.max.bytes\" = \"4000000\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -301,6 +301,9 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
     let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
+    settings
+        .check_record_sizes()
+        .map_err(RuntimeError::Config)?;
     let transactional = settings.delivery.guarantee == Guarantee::ExactlyOnce;
     if settings.state.resident_cases > 0 {
         spill::check_dir(&settings.state.spill_dir).map_err(RuntimeError::Config)?;

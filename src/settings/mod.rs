@@ -147,6 +147,40 @@ impl Settings {
     }
 
     /// Defaults, then the file at `path` if given, then `PARTNER_SYNC__…` environment variables.
+    /// Checks that the input size bound leaves room under the producer's record size:
+    /// every output and state entry is made from one input, and a dead letter carries an input
+    /// with its headers and the error headers.
+    pub fn check_record_sizes(&self) -> Result<(), String> {
+        /// What a dead letter adds to its record: the input's headers and the error headers.
+        const HEADROOM: usize = 64 * 1024;
+        let key = "message.max.bytes";
+        let (limit, whose) = match self.kafka.extra.get(key) {
+            Some(v) => (
+                v.parse::<usize>().map_err(|_| {
+                    format!("kafka.extra.\"{key}\" = {v:?} is not a number of bytes")
+                })?,
+                format!("kafka.extra.\"{key}\" ({v})"),
+            ),
+            None => (
+                1_000_000,
+                format!("librdkafka's default {key} (1,000,000 bytes)"),
+            ),
+        };
+        let bound = self.delivery.max_record_kib.saturating_mul(1024);
+        if bound == 0 {
+            return Err("delivery.max_record_kib must be at least 1".into());
+        }
+        if bound.saturating_add(HEADROOM) > limit {
+            return Err(format!(
+                "delivery.max_record_kib ({} KiB) leaves no room under {whose}: an input that size, or its dead letter, \
+                 could not be written. Set delivery.max_record_kib to at most {} KiB, or raise {key}",
+                self.delivery.max_record_kib,
+                limit.saturating_sub(HEADROOM) / 1024
+            ));
+        }
+        Ok(())
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
         let text = match path {
             Some(path) => Some(read_file(path)?),
