@@ -111,19 +111,35 @@ impl DeadLetter {
     /// An input record too large to process: its dead letter carries the key, headers and
     /// coordinates, but not the value, whose size and SHA-1 go in headers instead.
     pub fn from_oversized(source: SourceRecord, limit_kib: usize) -> DeadLetter {
-        use sha1::{Digest, Sha1};
         let size = source.value().len();
-        let sha1: String = Sha1::digest(source.value())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let message = format!(
             "the record's value is {size} bytes, over delivery.max_record_kib ({limit_kib} KiB), so it was not processed \
              and this dead letter does not carry it (its size and SHA-1 are in headers). Fetch it from {}/{}@{} if it is needed; \
              raise delivery.max_record_kib only if every output topic and broker accepts records that large",
             source.topic, source.partition, source.offset
         );
-        let without_value = SourceRecord::new(
+        DeadLetter::new(
+            source,
+            "KAFKA_CONSUME",
+            "partnersync.RecordTooLarge",
+            "oversized_input",
+            message,
+            None,
+        )
+        .without_value()
+    }
+
+    /// The same dead letter without the record's value: its size and SHA-1 (hex) go in headers
+    /// (`partnersync.errors.value.size`, `.sha1`), its coordinates stay in Connect's.
+    pub fn without_value(self) -> DeadLetter {
+        use sha1::{Digest, Sha1};
+        let source = &self.source;
+        let size = source.value().len();
+        let sha1: String = Sha1::digest(source.value())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let without = SourceRecord::new(
             source.topic.clone(),
             source.partition,
             source.offset,
@@ -132,15 +148,9 @@ impl DeadLetter {
             source.headers.clone(),
         );
         DeadLetter {
+            source: without,
             dropped_value: Some((size, sha1)),
-            ..DeadLetter::new(
-                without_value,
-                "KAFKA_CONSUME",
-                "partnersync.RecordTooLarge",
-                "oversized_input",
-                message,
-                None,
-            )
+            ..self
         }
     }
 
@@ -222,6 +232,34 @@ mod tests {
             b"\x07garbage",
             vec![("traceparent".into(), b"00-abc-def-01".to_vec())],
         )
+    }
+
+    const SHA1_OF_SOURCE: &str = "81648889982899e901e128420c671c50774834f6";
+
+    #[test]
+    fn a_dead_letter_without_its_value_keeps_key_headers_and_coordinates_and_says_size_and_digest()
+    {
+        let dl = DeadLetter::from_produce(source(), "too large".into()).without_value();
+        assert!(dl.source.value().is_empty());
+        assert_eq!(dl.source.key(), Some(b"lead-1".as_slice()));
+        assert_eq!((dl.source.partition, dl.source.offset), (2, 41));
+        let h = dl.headers("partner-sync");
+        let get = |k: &str| {
+            h.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(get("partnersync.errors.value.size").as_deref(), Some("8"));
+        // SHA-1 of b"\x07garbage", computed apart (Python's hashlib).
+        assert_eq!(
+            get("partnersync.errors.value.sha1").as_deref(),
+            Some(SHA1_OF_SOURCE)
+        );
+        assert_eq!(get("traceparent").as_deref(), Some("00-abc-def-01"));
+        assert_eq!(
+            get("partnersync.errors.reason").as_deref(),
+            Some("output_rejected")
+        );
     }
 
     #[test]

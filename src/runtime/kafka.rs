@@ -30,6 +30,16 @@ pub struct Token {
 }
 
 impl Token {
+    /// A dead letter of record `seq` of `tp` (a phase-1 output of its own phase, so a dead letter
+    /// the broker refuses is told apart from a refused command).
+    pub fn dead_letter(tp: u32, seq: i64) -> Token {
+        Token {
+            tp,
+            seq,
+            phase: Phase::DeadLetter,
+        }
+    }
+
     /// A phase-1 output (command, case record or dead letter) of record `seq` of `tp`.
     pub fn one(tp: u32, seq: i64) -> Token {
         Token {
@@ -42,8 +52,10 @@ impl Token {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Commands, the case record, or the record's dead letter.
+    /// Commands, or the case record.
     One,
+    /// The record's dead letter (counted with phase 1).
+    DeadLetter,
     /// State writes.
     Two,
     /// A dead letter for an expired parked event, or an alert that came due with time (batch id

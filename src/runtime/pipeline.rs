@@ -95,6 +95,9 @@ pub struct Pipeline {
     trackers: FastMap<u32, PartitionTracker<StateRecord, SourceRecord>>,
     states: FastMap<i32, EngineState>,
     expiry_batches: FastMap<i64, (usize, Vec<StateRecord>)>,
+    /// Records whose dead letter the broker refused as too large, so it was sent again without its
+    /// value (a second refusal stops: nothing smaller is left). Rare: one entry per such refusal.
+    valueless: std::collections::HashSet<(u32, i64)>,
     next_batch: i64,
     fence_producer: super::quiet_producer::QuietProducer<super::quiet_producer::AwaitingCtx>,
     in_flight: usize,
@@ -198,6 +201,7 @@ impl Pipeline {
             trackers: FastMap::default(),
             states: FastMap::default(),
             expiry_batches: FastMap::default(),
+            valueless: Default::default(),
             next_batch: 0,
             fence_producer,
             in_flight: 0,

@@ -102,7 +102,8 @@ impl Pipeline {
         if let Some(t) = self.trackers.get_mut(&tp) {
             t.add_phase1(seq, 1);
         }
-        self.send_dead_letter(&dl, Token::one(tp, seq)).await
+        self.send_dead_letter(&dl, Token::dead_letter(tp, seq))
+            .await
     }
 
     /// Sends `dl`'s original bytes to the dead-letter topic with its error headers.
@@ -215,7 +216,7 @@ impl Pipeline {
                 }
                 return Ok(None);
             }
-            Phase::One | Phase::Two => {}
+            Phase::One | Phase::Two | Phase::DeadLetter => {}
         }
         if let Some(txn) = self.txn.as_mut() {
             if let Some((code, msg)) = d.error {
@@ -247,6 +248,13 @@ impl Pipeline {
                     let dl = DeadLetter::from_produce(source, msg);
                     self.add_dead_letter(tp, seq, dl, None).await?;
                 }
+                // The dead letter itself was too large for the dead-letter topic: once more,
+                // without the value (its size and digest in headers). Refused again, nothing
+                // smaller is left to write.
+                (Phase::DeadLetter, true, Some(source)) if self.valueless.insert((tp, seq)) => {
+                    let dl = DeadLetter::from_produce(source, msg).without_value();
+                    self.add_dead_letter(tp, seq, dl, None).await?;
+                }
                 _ => {
                     return Err(RuntimeError::Produce(format!(
                         "an output could not be delivered and librdkafka gave up retrying: {msg}"
@@ -255,7 +263,7 @@ impl Pipeline {
             }
         }
         if let Some(t) = self.trackers.get_mut(&tp) {
-            t.ack(seq, if phase == Phase::One { 1 } else { 2 });
+            t.ack(seq, if phase == Phase::Two { 2 } else { 1 });
         }
         Ok(Some(tp))
     }
