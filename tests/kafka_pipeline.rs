@@ -822,3 +822,42 @@ async fn an_oversized_input_goes_to_the_dead_letters_without_its_value_and_the_r
         .expect("the restarted connector stops cleanly");
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_that_cannot_run_writes_nothing_before_it_stops() {
+    let broker = Broker::start();
+    let topics = Topics::new(&Settings::defaults().topics);
+    let missing = topics
+        .command_topic(partner_sync::model::CommandKind::CustomerHierarchy)
+        .to_string();
+    for t in topics.all() {
+        if t != missing {
+            let partitions = if t == topics.cases || t == topics.state {
+                4
+            } else {
+                3
+            };
+            broker.create_topic(t, partitions);
+        }
+    }
+    let (registry, _) = registry().await;
+    let connector = InProcess::start(settings(&broker.bootstrap(), &registry.url(), "nothing"));
+    let error = connector
+        .stop()
+        .await
+        .expect_err("a start-up with a topic missing stops");
+    assert!(
+        error.to_string().contains(&missing),
+        "the sentence names the missing topic: {error}"
+    );
+    for topic in [&topics.cases, &topics.state, &topics.dead_letters] {
+        let written =
+            block_in_place(|| read_to_end(&broker.bootstrap(), topic, Duration::from_secs(30)));
+        assert!(
+            written.is_empty(),
+            "nothing written to {topic}: {} records",
+            written.len()
+        );
+    }
+    drop(registry);
+}

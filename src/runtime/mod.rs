@@ -342,14 +342,6 @@ pub async fn run_with(
         PipelineProducer::create(&producer_config, context, "producer events")
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the producer: {e}")))?,
     );
-    // First and at once: the broker's producer id (~0.5 s on Tansu) arrives while the registry
-    // client is built (it loads the system's CA certificates), the output schemas are checked,
-    // the topics are checked and the group is joined.
-    let warming = if !transactional && settings.delivery.local_apply {
-        pipeline::warm_up(producer.clone(), &topics.cases).await
-    } else {
-        None
-    };
     let log = Arc::new(Mutex::new(RebalanceLog::default()));
     let consumer: Arc<StreamConsumer<ConsumerCtx>> = Arc::new(
         settings
@@ -412,6 +404,15 @@ pub async fn run_with(
     let cases_partitions = checking
         .await
         .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
+    // Only once every check passed (topics, partition counts, output schemas), so a start-up
+    // that cannot run writes nothing: the producer's warm-up writes a fence to the cases topic.
+    // The broker's producer id (~0.5 s on Tansu) then arrives while the group is joined and the
+    // owned state is restored.
+    let warming = if !transactional && settings.delivery.local_apply {
+        pipeline::warm_up(producer.clone(), &topics.cases).await
+    } else {
+        None
+    };
     consumer
         .subscribe(&topics.subscriptions())
         .map_err(|e| RuntimeError::Kafka(format!("cannot subscribe: {e}")))?;
