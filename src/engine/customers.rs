@@ -36,9 +36,12 @@ struct Candidate<'a> {
 
 impl Engine {
     /// Keeps the requester table's Person claims in step with a contact about to be sent with
-    /// `email`: claims a free email, gives up `old_email`'s claim when it changed, and returns the
+    /// `email`: claims a free email, gives up the claim of the email it was last sent with
+    /// (`sent`: that email, and whether it was sent at all) when it changed, and returns the
     /// disposition of a contact that must be held back because another Person customer holds
-    /// `email` (an alert the first time its case meets the hold, a skip after that).
+    /// `email` (an alert the first time its case meets the hold, a skip after that). Only a
+    /// contact never sent holds its case's approval: one sent before has a customer of its own,
+    /// which keeps its old email.
     #[allow(clippy::too_many_arguments)]
     fn claim_email(
         &self,
@@ -46,11 +49,12 @@ impl Engine {
         link_key: &str,
         lead: Option<&str>,
         company: &str,
-        old_email: Option<&str>,
+        sent: (Option<&str>, bool),
         email: Option<&str>,
         cause: &str,
         out: &mut Out,
     ) -> Option<Disposition> {
+        let (old_email, sent_before) = sent;
         let blank = |e: &&str| e.trim().is_empty();
         let key = email
             .filter(|e| !blank(e))
@@ -61,7 +65,7 @@ impl Engine {
             .and_then(|r| r.person.clone());
         // The case this contact is the requester of, if it is one.
         let contact_id = link_key.strip_prefix("contact/").unwrap_or(link_key);
-        let own_case = lead.filter(|lead| {
+        let own_case = lead.filter(|_| !sent_before).filter(|lead| {
             state
                 .cases
                 .get(lead)
@@ -335,15 +339,21 @@ impl Engine {
 
         // Never two Person customers with one primary email in one legal entity (see
         // `state::Requester`): a contact whose email another Person customer holds is held back.
-        if c.entity == "contact" {
+        // A contact already sent with this very email holds its claim already (it was sent only
+        // once it did): most edits take that path, with no lookup of the requester table.
+        let unchanged_email = existing
+            .as_deref()
+            .is_some_and(|l| l.email == customer.primary_contact_email);
+        let existing = if c.entity == "contact" && !unchanged_email {
             let old_email = existing.as_deref().and_then(|l| l.email.clone());
+            let sent_before = existing.is_some();
             let email = customer.primary_contact_email.clone();
             if let Some(hold) = self.claim_email(
                 state,
                 &link_key,
                 c.originating_lead,
                 &customer.data_area_id,
-                old_email.as_deref(),
+                (old_email.as_deref(), sent_before),
                 email.as_deref(),
                 cause,
                 out,
@@ -351,8 +361,10 @@ impl Engine {
                 c.texts[c.key_at] = key;
                 return hold;
             }
-        }
-        let existing = state.customers.get_mut(&link_key);
+            state.customers.get_mut(&link_key)
+        } else {
+            existing
+        };
 
         let mut emitted = false;
         let key_moved = existing.as_deref().is_some_and(|l| {
