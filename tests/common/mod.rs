@@ -338,10 +338,11 @@ pub fn read_until(
     out
 }
 
-/// Every record of `topic` up to its end: the end offsets are read when called, and read again once
-/// they are reached, until two readings 300 ms apart agree (Tansu's reported end can trail a write
-/// it has acknowledged by a moment). Call it once the writer has acknowledged everything it will
-/// write. Panics if the end is not reached within `timeout`.
+/// Every record of `topic` up to its end: read until the end offsets reported when called are
+/// reached and no record has come for 500 ms, then until a second reading of the end offsets is
+/// reached too. Tansu's reported end can trail what its fetches serve (on topics of thousands of
+/// records, by hundreds), so reaching the reported end alone is not enough. Call it once the
+/// writer has acknowledged everything it will write. Panics if not done within `timeout`.
 pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Read> {
     let deadline = Instant::now() + timeout;
     let consumer = reader(bootstrap);
@@ -373,24 +374,24 @@ pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Read>
     let mut next = vec![0i64; partitions as usize];
     let mut end = ends();
     let mut out = Vec::new();
+    let mut last_record = Instant::now();
     loop {
         assert!(
             Instant::now() < deadline,
             "could not read {topic} to its end {end:?} (at {next:?}) within {timeout:?}"
         );
-        if next.iter().zip(&end).all(|(n, e)| n >= e) {
-            std::thread::sleep(Duration::from_millis(300));
-            let again = ends();
-            if again == end {
+        let reached = |end: &[i64], next: &[i64]| next.iter().zip(end).all(|(n, e)| n >= e);
+        if reached(&end, &next) && last_record.elapsed() >= Duration::from_millis(500) {
+            end = ends();
+            if reached(&end, &next) {
                 return out;
             }
-            end = again;
-            continue;
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 next[m.partition() as usize] = m.offset() + 1;
                 out.push(Read::of(&m));
+                last_record = Instant::now();
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {
