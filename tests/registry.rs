@@ -7,10 +7,7 @@ use partner_sync::registry::{RegistryClient, RegistryError};
 use partner_sync::settings::{Secret, Settings};
 
 async fn client(url: String) -> RegistryClient {
-    let mut cfg = Settings::defaults().registry;
-    cfg.urls = vec![url];
-    cfg.timeout_ms = 2_000;
-    RegistryClient::new(&cfg).unwrap()
+    client_with(vec![url], "", "", "")
 }
 
 #[tokio::test]

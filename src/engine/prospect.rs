@@ -6,7 +6,7 @@
 //! the integration created it. The lead id is derived from the prospect, so re-sending is an upsert.
 
 use super::state::{Origin, Outcome, ProspectSeen, StateKey};
-use super::{ids, version_check, Disposition, Engine, Out, Rejection, SkipReason};
+use super::{ids, non_empty, version_check, Disposition, Engine, Out, Rejection, SkipReason};
 use crate::model::{AlertKind, Change, LeadNote, LeadUpsert, Operation, Prospect};
 
 impl Engine {
@@ -25,11 +25,7 @@ impl Engine {
         }
         // The requester signs in with this email and is told of a rejection by it: without it the
         // prospect cannot go through onboarding, so it never becomes a lead.
-        if c.header.op != Operation::Delete
-            && r.primary_email_address
-                .as_deref()
-                .is_none_or(|e| e.trim().is_empty())
-        {
+        if c.header.op != Operation::Delete && non_empty(&r.primary_email_address).is_none() {
             return Disposition::Rejected(Rejection::MissingEmail {
                 prospect_id: r.prospect_id.clone(),
             });

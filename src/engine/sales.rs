@@ -405,7 +405,7 @@ impl Engine {
             reason: reason.clone(),
         });
         let email = record.primary_email_address.clone().unwrap_or_default();
-        if email.trim().is_empty() {
+        if non_empty(&record.primary_email_address).is_none() {
             // Never a notification without a recipient (a prospect without an email is refused at
             // intake; this one came from state an earlier build wrote).
             if !case.rejection_email_sent {

@@ -234,6 +234,14 @@ mod tests {
         )
     }
 
+    /// The value of header `name`, as text.
+    fn header(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
     const SHA1_OF_SOURCE: &str = "81648889982899e901e128420c671c50774834f6";
 
     #[test]
@@ -244,11 +252,7 @@ mod tests {
         assert_eq!(dl.source.key(), Some(b"lead-1".as_slice()));
         assert_eq!((dl.source.partition, dl.source.offset), (2, 41));
         let h = dl.headers("partner-sync");
-        let get = |k: &str| {
-            h.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let get = |k: &str| header(&h, k);
         assert_eq!(get("partnersync.errors.value.size").as_deref(), Some("8"));
         // SHA-1 of b"\x07garbage", computed apart (Python's hashlib).
         assert_eq!(
@@ -266,11 +270,7 @@ mod tests {
     fn headers_keep_the_originals_and_add_connects_error_context() {
         let dl = DeadLetter::from_wire(source(), &WireError::BadMagic(7));
         let h = dl.headers("partner-sync");
-        let get = |k: &str| {
-            h.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let get = |k: &str| header(&h, k);
         assert_eq!(get("traceparent").as_deref(), Some("00-abc-def-01"));
         assert_eq!(
             get("__connect.errors.topic").as_deref(),
