@@ -346,13 +346,18 @@ fn print_steps_json(file: &Path, steps: &[scenario::StepTrace]) {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled: a signal during start-up is a request to stop, not
+/// the default action that kills the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received."),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received."),
+            _ = interrupt.recv() => tracing::info!("SIGINT received."),
+        }
     }
 }
 
@@ -371,25 +376,30 @@ fn run(config: Option<&Path>) -> ExitCode {
         .expect("start the async runtime");
     let stats = Arc::new(Stats::default());
     let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let _endpoints = endpoints::start(
             &settings.telemetry.listen,
             stats.clone(),
             Duration::from_secs(settings.telemetry.liveness_timeout_seconds),
         )
-        .await?;
-        partner_sync::runtime::run_with(settings, stats, shutdown_signal())
+        .await
+        .map_err(|e| (e, 1))?;
+        partner_sync::runtime::run_with(settings, stats, shutdown)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), e.exit_code()))
     });
+    // A start-up stopped by a signal may leave a blocking metadata request behind; it is not
+    // waited for.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(stats) => {
             tracing::info!(counters = %stats.summary(), "partner-sync stopped.");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err((e, code)) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }

@@ -15,29 +15,18 @@ use std::time::Duration;
 use common::*;
 use partner_sync::mapping::EngineConfig;
 use partner_sync::runtime::stats::names;
-use partner_sync::runtime::Topics;
 use partner_sync::settings::Settings;
 use partner_sync::story;
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio::task::block_in_place;
 
-fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(3).expect("a mock cluster");
-    let topics = Topics::new(&Settings::defaults().topics);
-    for t in topics.all() {
-        let partitions = if t == topics.cases || t == topics.state {
-            4
-        } else {
-            3
-        };
-        cluster.create_topic(t, partitions, 1).unwrap();
-    }
-    cluster
+fn cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    mock_cluster(3)
 }
 
 fn eos_settings(bootstrap: &str, registry_url: &str, group: &str) -> Settings {
-    let eos = "[delivery]\nguarantee = \"exactly_once\"\ncommit_interval_ms = 100\n";
+    // The mock cluster does not answer DescribeConfigs (its state topic is made here).
+    let eos = "[delivery]\nguarantee = \"exactly_once\"\ncommit_interval_ms = 100\n[state]\ncheck_compaction = false\n";
     Settings::from_layers(&[&config_toml(bootstrap, registry_url, group), eos], false).unwrap()
 }
 

@@ -200,3 +200,135 @@ async fn sigterm_finishes_in_flight_records_and_exits_cleanly_within_the_budget(
     assert_same_commands_given(&expected, &seen, &next.log());
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kills_over_a_backlog_mixed_with_oversized_and_poison_records_lose_no_command_and_stop_for_none(
+) {
+    use partner_sync::model::{Command as Cmd, SourceKind};
+    use partner_sync::runtime::Topics;
+    use partner_sync::settings::Settings;
+    use rdkafka::producer::FutureRecord;
+
+    let broker = Broker::start();
+    broker.create_pipeline_topics();
+    let (registry, ids) = registry().await;
+    let topics = Topics::new(&Settings::defaults().topics);
+    // A note that repeats the comments: a prospect with 600 KiB of comments makes a note over
+    // the producer's 1,000,000-byte bound (an oversized output).
+    let config = format!(
+        "{}\n[lead]\nnote_text = \"{{Comments}} / {{Comments}}\"\n",
+        config_toml(&broker.bootstrap(), &registry.url(), "mixed")
+    );
+    let settings = Settings::from_layers(&[&config], false).unwrap();
+    let engine_config = EngineConfig::compile(&settings).unwrap();
+    let story = story::generate(71, 120, &engine_config, START_MS).clean();
+    let mut large_output = story
+        .iter()
+        .find_map(|e| match e {
+            ChangeEvent::Prospect(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    large_output.record.prospect_id = "PR-LARGE-NOTE".into();
+    large_output.header.change_id = "PR-LARGE-NOTE-created".into();
+    large_output.record.comments = Some("x".repeat(600 * 1024));
+    // A requester of its own (sharing one would make the outcome depend on which is read first).
+    large_output.record.primary_email_address = Some("large-note@large.example".into());
+    let large_output = ChangeEvent::Prospect(large_output);
+    let mut events = story.clone();
+    events.insert(events.len() / 3, large_output);
+    let decided = expected_commands_with(engine_config, &events);
+    let expected: std::collections::BTreeMap<String, Cmd> = decided
+        .into_iter()
+        .filter(|(_, c)| !matches!(c, Cmd::LeadNote(n) if n.notetext.len() > 1_000_000))
+        .collect();
+
+    // The bad records, keyed by what each is: 2 MiB of noise (an oversized input), a
+    // tombstone, and bytes that are not Avro, spread through the backlog.
+    let big = large_record_producer(&broker.bootstrap());
+    let noise = noise(2 * 1024 * 1024);
+    let p = producer(&broker.bootstrap());
+    let chunks: Vec<&[ChangeEvent]> = events.chunks(events.len() / 4 + 1).collect();
+    let mut bad_keys = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce(&p, &ids, chunk).await;
+        let topic = topics.input_topic(if i % 2 == 0 {
+            SourceKind::Prospect
+        } else {
+            SourceKind::Contact
+        });
+        let (oversized, tombstone, poison) = (
+            format!("oversized-{i}"),
+            format!("tombstone-{i}"),
+            format!("poison-{i}"),
+        );
+        big.send(
+            FutureRecord::to(topic)
+                .key(&oversized)
+                .payload(noise.as_slice()),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the broker takes a 2 MiB record");
+        p.send(
+            FutureRecord::<str, [u8]>::to(topic).key(&tombstone),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        produce_raw(&p, topic, &poison, b"\x07not avro").await;
+        bad_keys.extend([oversized, tombstone, poison]);
+    }
+    bad_keys.push("PR-LARGE-NOTE".into());
+
+    // Killed three times mid-stream, each restart after the killed member's session expired
+    // (see the first test of this file).
+    let lead_topic = topics
+        .command_topic(partner_sync::model::CommandKind::LeadUpsert)
+        .to_string();
+    let mut logs = String::new();
+    for (round, after) in [10usize, 40, 80].into_iter().enumerate() {
+        let mut c = Connector::spawn(&config, &format!("mixed-{round}"));
+        let got = block_in_place(|| {
+            read_until(
+                &broker.bootstrap(),
+                &lead_topic,
+                Duration::from_secs(90),
+                |r| r.len() >= after,
+            )
+        });
+        assert!(
+            got.len() >= after,
+            "round {round}: only {} lead upserts; the connector stopped?\n{}",
+            got.len(),
+            c.log()
+        );
+        assert!(
+            c.child.try_wait().unwrap().is_none(),
+            "round {round}: the connector exited by itself:\n{}",
+            c.log()
+        );
+        c.kill_9();
+        logs.push_str(&c.log());
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let last = Connector::spawn(&config, "mixed-last");
+    let (seen, _) = block_in_place(|| {
+        collect_commands(&broker.bootstrap(), &expected, Duration::from_secs(180))
+    });
+    assert_same_commands_given(&expected, &seen, &last.log());
+    let dead = block_in_place(|| dead_letters(&broker.bootstrap()));
+    let mut dead_keys: Vec<String> = dead
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    dead_keys.sort();
+    dead_keys.dedup();
+    bad_keys.sort();
+    assert_eq!(
+        dead_keys, bad_keys,
+        "every bad record, and only those, reached the dead letters (repeats after a kill aside)"
+    );
+    drop(last);
+    drop(registry);
+}

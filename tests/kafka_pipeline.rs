@@ -732,18 +732,10 @@ async fn an_oversized_input_goes_to_the_dead_letters_without_its_value_and_the_r
     let cfg = EngineConfig::defaults();
     let events = story::generate(43, 6, &cfg, START_MS).clean();
     let expected = expected_commands(&events);
-    // A producer that may send records of several MiB (librdkafka's own bound is 1,000,000 bytes).
-    let big: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("message.max.bytes", "16000000")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
+    let big = large_record_producer(&broker.bootstrap());
     let prospect_topic = topics.input_topic(SourceKind::Prospect).to_string();
     // 5 MiB of noise, and a valid prospect whose comments are 5 MiB, ahead of the story.
-    let noise: Vec<u8> = (0..5 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let noise = noise(5 * 1024 * 1024);
     let mut long = events
         .iter()
         .find_map(|e| match e {
@@ -813,13 +805,7 @@ async fn an_oversized_input_goes_to_the_dead_letters_without_its_value_and_the_r
         dead[1].header("partnersync.errors.value.sha1")
     );
     // A restart reads on from the committed offsets: nothing stops on the oversized records.
-    let again = InProcess::start(settings);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(!again.is_finished(), "the restarted connector runs");
-    again
-        .stop()
-        .await
-        .expect("the restarted connector stops cleanly");
+    assert_a_restart_runs(settings).await;
     drop(registry);
 }
 
@@ -843,9 +829,10 @@ async fn a_start_up_that_cannot_run_writes_nothing_before_it_stops() {
     let (registry, _) = registry().await;
     let connector = InProcess::start(settings(&broker.bootstrap(), &registry.url(), "nothing"));
     let error = connector
-        .stop()
+        .ends_by_itself(Duration::from_secs(60))
         .await
         .expect_err("a start-up with a topic missing stops");
+    assert_eq!(error.exit_code(), 2, "a setup fault: {error}");
     assert!(
         error.to_string().contains(&missing),
         "the sentence names the missing topic: {error}"

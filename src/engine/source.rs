@@ -28,6 +28,8 @@ pub struct SourceRecord {
     /// How many of `bytes` are the key; [`NO_KEY`] when there is none.
     key_len: u32,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record had no value at all (a tombstone), which is not the same as an empty one.
+    null_value: bool,
 }
 
 impl SourceRecord {
@@ -52,7 +54,20 @@ impl SourceRecord {
             bytes,
             key_len,
             headers,
+            null_value: false,
         }
+    }
+
+    /// The same record, marked as having had no value (a tombstone): [`Self::value`] is empty,
+    /// [`Self::value_or_null`] says none.
+    pub fn with_null_value(mut self) -> SourceRecord {
+        self.null_value = true;
+        self
+    }
+
+    /// The value as the record had it: `None` for a tombstone.
+    pub fn value_or_null(&self) -> Option<&[u8]> {
+        (!self.null_value).then(|| self.value())
     }
 
     /// The record's key, if it has one.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -119,7 +119,7 @@ impl ProducerContext for ProducerCtx {
                 token: *token,
                 error: Some((
                     e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown),
-                    e.to_string(),
+                    format!("{e} (writing to {})", m.topic()),
                 )),
                 partition: m.partition(),
                 offset: m.offset(),
@@ -141,12 +141,20 @@ pub struct OutRecord<'a> {
     pub headers: &'a [(String, Vec<u8>)],
 }
 
+/// A record the producer would not queue: librdkafka's code (see [`super::client_error`]) and a
+/// sentence naming the topic.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: RDKafkaErrorCode,
+    pub message: String,
+}
+
 /// Sends a record, waiting politely while the local queue is full.
 pub async fn send(
     producer: &PipelineProducer,
     out: OutRecord<'_>,
     token: Token,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let mut record: BaseRecord<'_, [u8], [u8], Box<Token>> =
         BaseRecord::with_opaque_to(out.topic, Box::new(token));
     // No header list for a record without headers (the state writes): librdkafka allocates one
@@ -182,7 +190,12 @@ pub async fn send(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 waited += Duration::from_millis(5);
             }
-            Err((e, _)) => return Err(format!("cannot queue a record for {}: {e}", out.topic)),
+            Err((e, _)) => {
+                return Err(Refused {
+                    code: e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown),
+                    message: format!("cannot queue a record for {}: {e}", out.topic),
+                })
+            }
         }
     }
 }
@@ -243,19 +256,52 @@ impl ConsumerContext for ConsumerCtx {
             // Exactly-once: the pipeline aborts its own open transaction at its next step; this callback
             // may run while the pipeline is producing, so it must not touch transaction state.
             if !self.transactional {
-                if let Some(producer) = self.producer.get() {
-                    let _ = producer.flush(Duration::from_secs(10));
+                let flushed = match self.producer.get() {
+                    Some(producer) => producer.flush(Duration::from_secs(10)),
+                    None => Ok(()),
+                };
+                // A synchronous commit: counted here (librdkafka calls `commit_callback` only for
+                // asynchronous ones).
+                let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {
+                        self.stats.committed(true);
+                        Ok(())
+                    }
+                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+                    Err(e) => {
+                        self.stats.committed(false);
+                        Err(e)
+                    }
+                };
+                match (flushed, committed) {
+                    (Ok(()), Ok(())) => tracing::info!(
+                        partitions = tpl.count(),
+                        "Partitions revoked; outputs flushed and done offsets committed."
+                    ),
+                    (flushed, committed) => tracing::warn!(
+                        partitions = tpl.count(),
+                        flush_error = flushed.err().map(|e| e.to_string()),
+                        commit_error = committed.err().map(|e| e.to_string()),
+                        "Partitions revoked, but their outputs could not all be flushed or their offsets committed; the next owner processes those records again."
+                    ),
                 }
-                let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            } else {
+                tracing::info!(partitions = tpl.count(), "Partitions revoked.");
             }
             self.stats.rebalanced("revoke");
             let mut log = self.log.lock().expect("rebalance log");
             log.revoked.extend(pairs(tpl));
             log.count += 1;
-            tracing::info!(
-                partitions = tpl.count(),
-                "Partitions revoked; outputs flushed and done offsets committed."
-            );
+        }
+    }
+
+    /// The outcome of an asynchronous offset commit (librdkafka calls this for those only): the
+    /// commit returned before the broker answered, so its failure (a broker down) is known only
+    /// here.
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.stats.committed(true),
+            Err(e) => commit_failed(&self.stats, &e),
         }
     }
 
@@ -302,6 +348,16 @@ impl ConsumerContext for ConsumerCtx {
             );
         }
     }
+}
+
+/// Counts and logs a failed commit; "no offset" (nothing stored since the last commit) is no
+/// failure.
+pub fn commit_failed(stats: &Stats, e: &KafkaError) {
+    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) {
+        return;
+    }
+    stats.committed(false);
+    tracing::warn!(error = %e, "Committing offsets failed; the next commit includes them.");
 }
 
 /// A message's timestamp in epoch milliseconds, `i64::MIN` when it has none.
@@ -431,14 +487,18 @@ pub fn to_source(m: &BorrowedMessage<'_>, topics: &super::Topics) -> SourceRecor
         .headers()
         .map(|hs| hs.iter().map(|h| owned_header(h.key, h.value)).collect())
         .unwrap_or_default();
-    SourceRecord::new(
+    let record = SourceRecord::new(
         topics.shared(m.topic()),
         m.partition(),
         m.offset(),
         m.key(),
         m.payload().unwrap_or_default(),
         headers,
-    )
+    );
+    match m.payload() {
+        Some(_) => record,
+        None => record.with_null_value(),
+    }
 }
 
 #[cfg(test)]

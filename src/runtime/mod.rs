@@ -7,6 +7,8 @@
 //! transactions (`delivery.guarantee = "exactly_once"`); `docs/ARCHITECTURE.md` says what each
 //! guarantees and what was verified.
 
+pub mod checks;
+pub mod client_error;
 pub mod dead_letter;
 pub mod endpoints;
 pub mod kafka;
@@ -88,6 +90,38 @@ pub enum RuntimeError {
     /// Exactly-once only: the open transaction must be aborted (handled inside the pipeline).
     #[error("the transaction was aborted: {0}")]
     Abort(String),
+    /// The cluster is not what the configuration needs (a topic missing, partition counts that
+    /// differ, a state topic that is not compacted, an output schema not registered): a person
+    /// must change one or the other.
+    #[error("cannot start: {0}")]
+    Setup(String),
+    /// A fault that passes (a broker down, a delivery timed out): [`run_with`] starts the pipeline
+    /// again after a back-off instead of stopping.
+    #[error("{0}")]
+    Retriable(String),
+}
+
+impl RuntimeError {
+    /// The error for a Kafka client's refusal with `code`, by its class
+    /// ([`client_error::classify`]). A record's own fault is handled where it happens and never
+    /// reaches here; should one, it ends the run like a retriable error.
+    pub fn from_client(code: rdkafka::types::RDKafkaErrorCode, message: String) -> RuntimeError {
+        match client_error::classify(code) {
+            client_error::ErrorClass::Fatal => {
+                RuntimeError::Kafka(format!("{message}. {}", client_error::what_to_fix(code)))
+            }
+            _ => RuntimeError::Retriable(message),
+        }
+    }
+
+    /// The process's exit code for this error: 2 when a person must change the configuration or
+    /// the cluster's setup before a restart can help, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RuntimeError::Config(_) | RuntimeError::Setup(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// The topic names, resolved.
@@ -189,72 +223,6 @@ impl Topics {
     }
 }
 
-/// Looks up (or registers) one output schema, retrying for up to a minute while the registry is
-/// unavailable, so a connector started alongside its registry does not fail needlessly.
-async fn output_schema_id(
-    registry: &RegistryClient,
-    subject: &str,
-    text: &str,
-    register: bool,
-) -> Result<u32, RuntimeError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match registry.ensure(subject, text, register).await {
-            Ok(id) => return Ok(id),
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tracing::warn!(error = %e, subject, "Checking an output schema: the Schema Registry is unavailable; retrying.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(RuntimeError::Registry(e.to_string())),
-        }
-    }
-}
-
-/// Checks that every topic exists and that `cases` and `state` have the same number of partitions;
-/// returns that number.
-fn check_topics(
-    consumer: &StreamConsumer<ConsumerCtx>,
-    topics: &Topics,
-) -> Result<i32, RuntimeError> {
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(15))
-        .map_err(|e| {
-            RuntimeError::Kafka(format!(
-                "cannot read cluster metadata (is kafka.bootstrap_servers right?): {e}"
-            ))
-        })?;
-    let partitions: HashMap<&str, usize> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name(), t.partitions().len()))
-        .collect();
-    let missing: Vec<&str> = topics
-        .all()
-        .into_iter()
-        .filter(|t| !partitions.contains_key(t))
-        .collect();
-    if !missing.is_empty() {
-        return Err(RuntimeError::Kafka(format!(
-            "these topics do not exist: {}. Create them (see README, \"Topics\"); partner-sync does not create topics.",
-            missing.join(", ")
-        )));
-    }
-    let (cases, state) = (
-        partitions[topics.cases.as_str()],
-        partitions[topics.state.as_str()],
-    );
-    if cases != state {
-        return Err(RuntimeError::Kafka(format!(
-            "topic {} has {cases} partitions but {} has {state}; they must be equal, because each case's state lives in the partition of the same number",
-            topics.cases, topics.state
-        )));
-    }
-    Ok(cases as i32)
-}
-
 /// Probes the registry every `telemetry.registry_probe_seconds` with one of our own output schema ids,
 /// so readiness reflects an outage even while every schema in use is cached.
 fn spawn_registry_probe(
@@ -295,11 +263,146 @@ pub async fn run(
 }
 
 /// Like [`run`], counting into `stats` (which callers may watch while it runs).
+///
+/// A retriable fault ([`RuntimeError::Retriable`]: a broker down longer than
+/// `kafka.message_timeout_ms`, say) ends one run of the pipeline, and the next starts after a
+/// back-off, as a restarted process would: new clients, the group joined again, state restored
+/// from the state topic, records read again from the committed offsets (their outputs repeated,
+/// byte for byte). Any other error stops. `shutdown` is watched from the first step, so a stop
+/// during a start-up that cannot finish is a clean one.
 pub async fn run_with(
     settings: Settings,
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        result = recovering(settings, stats, stopping) => result,
+        _ = signal => unreachable!("the signal future never completes"),
+    }
+}
+
+/// The first back-off after a retriable fault; it doubles up to [`RECOVERY_MAX`], and starts over
+/// after a run that lasted [`RECOVERY_RESET`].
+const RECOVERY_FIRST: Duration = Duration::from_secs(1);
+const RECOVERY_MAX: Duration = Duration::from_secs(30);
+const RECOVERY_RESET: Duration = Duration::from_secs(120);
+
+/// Runs the pipeline until it stops for good: again after each retriable fault.
+async fn recovering(
+    settings: Settings,
+    stats: Arc<Stats>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<Arc<Stats>, RuntimeError> {
+    let mut backoff = RECOVERY_FIRST;
+    loop {
+        let began = Instant::now();
+        match run_once(settings.clone(), stats.clone(), stopping.clone()).await {
+            Err(RuntimeError::Retriable(reason)) if *stopping.borrow() => {
+                tracing::warn!("Stopped during a fault ({reason}); records not finished were not committed and are processed again after restart.");
+                return Ok(stats);
+            }
+            Err(RuntimeError::Retriable(reason)) => {
+                if began.elapsed() > RECOVERY_RESET {
+                    backoff = RECOVERY_FIRST;
+                }
+                stats.recovered();
+                tracing::warn!(
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "{reason}. Starting the pipeline again from the committed offsets and the state topic."
+                );
+                if !wait_unless_stopped(backoff, &stats, stopping.clone()).await {
+                    return Ok(stats);
+                }
+                backoff = (backoff * 2).min(RECOVERY_MAX);
+            }
+            other => return other.map(|()| stats),
+        }
+    }
+}
+
+/// Resolves once a stop was asked for.
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Waits `pause` (alive for the liveness probe meanwhile); false if a stop came first.
+async fn wait_unless_stopped(
+    pause: Duration,
+    stats: &Stats,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let until = Instant::now() + pause;
+    let beating = async {
+        while Instant::now() < until {
+            stats.beat();
+            tokio::time::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1)),
+            )
+            .await;
+        }
+    };
+    tokio::select! {
+        _ = beating => true,
+        _ = stopped(stopping) => false,
+    }
+}
+
+/// A pipeline ready to run and what must be closed after it.
+struct Started {
+    pipeline: Pipeline,
+    deliveries: tokio::sync::mpsc::UnboundedReceiver<kafka::Delivery>,
+    warming: Option<tokio::task::JoinHandle<(bool, Duration)>>,
+    consumer: Arc<StreamConsumer<ConsumerCtx>>,
+    probe: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// One run: start-up (given up at once on a stop), then the pipeline until a stop or an error.
+async fn run_once(
+    settings: Settings,
+    stats: Arc<Stats>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let started = tokio::select! {
+        started = start(settings, stats.clone()) => started?,
+        _ = stopped(stopping.clone()) => {
+            tracing::info!("Stopped during start-up, before reading anything.");
+            return Ok(());
+        }
+    };
+    let Started {
+        pipeline,
+        mut deliveries,
+        warming,
+        consumer,
+        probe,
+    } = started;
+    let result = pipeline
+        .run(&mut deliveries, stopped(stopping), warming)
+        .await;
+    if let Some(probe) = probe {
+        probe.abort();
+    }
+    stats.set_assigned(false);
+    // Closing a consumer can block (rust-rdkafka #509, #611): do it off the async threads, bounded.
+    let closing = tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
+    result
+}
+
+/// Checks what production needs and builds the clients and the pipeline; writes nothing before
+/// every check passed.
+async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, RuntimeError> {
     let cfg = EngineConfig::compile(&settings).map_err(|e| RuntimeError::Config(e.to_string()))?;
     settings
         .check_record_sizes()
@@ -316,7 +419,7 @@ pub async fn run_with(
         let registry = settings.registry.clone();
         tokio::task::spawn_blocking(move || RegistryClient::new(&registry))
     };
-    let (tx, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
     let mut producer_config = settings
         .kafka
         .client_config(if transactional {
@@ -363,7 +466,8 @@ pub async fn run_with(
     let checking = {
         let consumer = consumer.clone();
         let topics = topics.clone();
-        tokio::task::spawn_blocking(move || check_topics(&consumer, &topics))
+        let bootstrap = settings.kafka.bootstrap_servers.clone();
+        tokio::task::spawn_blocking(move || checks::check_topics(&consumer, &topics, &bootstrap))
     };
     let registry = building
         .await
@@ -383,10 +487,17 @@ pub async fn run_with(
             .subject_name_strategy
             .subject(topics.command_topic(kind), &full_name);
         let id =
-            output_schema_id(&registry, &subject, text, settings.registry.auto_register).await?;
+            checks::output_schema_id(&registry, &subject, text, settings.registry.auto_register)
+                .await?;
         schema_ids.insert(kind, id);
     }
 
+    let cases_partitions = checking
+        .await
+        .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
+    if settings.state.check_compaction {
+        checks::check_state_compacted(&settings.kafka, &topics.state).await?;
+    }
     if transactional {
         let p = producer.clone();
         tokio::task::spawn_blocking(move || {
@@ -401,10 +512,7 @@ pub async fn run_with(
             ))
         })?;
     }
-    let cases_partitions = checking
-        .await
-        .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
-    // Only once every check passed (topics, partition counts, output schemas), so a start-up
+    // Only once every check passed (topics, partition counts, compaction, output schemas), so a start-up
     // that cannot run writes nothing: the producer's warm-up writes a fence to the cases topic.
     // The broker's producer id (~0.5 s on Tansu) then arrives while the group is joined and the
     // owned state is restored.
@@ -449,16 +557,11 @@ pub async fn run_with(
     } else {
         pipeline
     };
-    let result = pipeline.run(&mut deliveries, shutdown, warming).await;
-    if let Some(probe) = probe {
-        probe.abort();
-    }
-    stats.set_assigned(false);
-    // Closing a consumer can block (rust-rdkafka #509, #611): do it off the async threads, bounded.
-    let closing = tokio::task::spawn_blocking(move || {
-        consumer.unsubscribe();
-        drop(consumer);
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
-    result.map(|()| stats)
+    Ok(Started {
+        pipeline,
+        deliveries,
+        warming,
+        consumer,
+        probe,
+    })
 }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::Producer;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
@@ -452,13 +451,13 @@ impl Pipeline {
         if !self.stored_since_commit && matches!(mode, CommitMode::Async) {
             return;
         }
+        // An asynchronous commit is counted when the broker answers, by the consumer's commit
+        // callback; librdkafka calls it for asynchronous commits only. What fails before a
+        // request is sent, and a synchronous commit's answer, are counted here.
         match consumer.commit_consumer_state(mode) {
+            Ok(()) if matches!(mode, CommitMode::Async) => {}
             Ok(()) => self.stats.committed(true),
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
-            Err(e) => {
-                self.stats.committed(false);
-                tracing::warn!(error = %e, "Committing offsets failed; the next commit will include them.");
-            }
+            Err(e) => kafka::commit_failed(&self.stats, &e),
         }
         self.stored_since_commit = false;
     }

@@ -44,8 +44,10 @@ pub async fn restore_all(
     let fence_key = format!("fence/{}", kafka.client_id);
     // The payload says when it was written (milliseconds since the epoch), for people reading it.
     let stamp = super::now_ms().to_string();
+    // A fence is a few bytes: its failure is the cluster's (unreachable, a leader moving), never
+    // the record's, and a new run of the pipeline tries again; so does a read that failed.
     let fence_failed = |partition: i32, e: &dyn std::fmt::Display| {
-        RuntimeError::State(format!(
+        RuntimeError::Retriable(format!(
             "cannot write the restore fence to {state_topic} partition {partition}: {e}"
         ))
     };
@@ -89,7 +91,7 @@ pub async fn restore_all(
         };
         let (state, records) = result
             .map_err(|e| RuntimeError::State(e.to_string()))?
-            .map_err(RuntimeError::State)?;
+            .map_err(RuntimeError::Retriable)?;
         tracing::info!(
             partition,
             records,

@@ -40,6 +40,7 @@ pub mod names {
     pub const REGISTRY_REQUESTS: &str = "partnersync_registry_requests_total";
     pub const COMMITS: &str = "partnersync_commits_total";
     pub const COMMIT_FAILURES: &str = "partnersync_commit_failures_total";
+    pub const RECOVERIES: &str = "partnersync_recoveries_total";
     pub const INTAKE_PAUSES: &str = "partnersync_intake_pauses_total";
     pub const REBALANCES: &str = "partnersync_rebalances_total";
     pub const PARKED_EXPIRED: &str = "partnersync_parked_expired_total";
@@ -133,6 +134,7 @@ pub struct Stats {
     consumer_lag: IntGaugeVec,
     commits: IntCounter,
     commit_failures: IntCounter,
+    recoveries: IntCounter,
     rebalances: IntCounterVec,
     registry_requests: IntCounterVec,
     in_flight: IntGauge,
@@ -294,6 +296,7 @@ impl Stats {
             consumer_lag,
             commits: counter(&r, names::COMMITS, "Offset (or transaction) commits."),
             commit_failures: counter(&r, names::COMMIT_FAILURES, "Failed or aborted commits."),
+            recoveries: counter(&r, names::RECOVERIES, "Times the pipeline was started again in-process after a retriable fault (a broker down, a delivery timed out)."),
             rebalances: counter_vec(&r, names::REBALANCES, "Consumer group rebalances seen, by what happened to this instance's partitions.", &["kind"]),
             registry_requests: counter_vec(&r, names::REGISTRY_REQUESTS, "Schema Registry requests (cache misses and probes), by outcome.", &["outcome"]),
             in_flight: gauge(&r, "partnersync_in_flight_records", "Records whose outputs are not yet acknowledged."),
@@ -495,6 +498,11 @@ impl Stats {
         } else {
             self.commit_failures.inc()
         }
+    }
+
+    /// The pipeline starts again after a retriable fault.
+    pub fn recovered(&self) {
+        self.recoveries.inc()
     }
 
     pub fn rebalanced(&self, kind: &str) {

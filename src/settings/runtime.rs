@@ -92,6 +92,8 @@ pub enum ClientRole {
     /// its first record until the broker gave it a producer id: the first restore's fences took
     /// ~0.9 s on Tansu.
     FenceWriter,
+    /// Reads topic configurations at start-up (the state topic's `cleanup.policy`).
+    Admin,
 }
 
 impl KafkaSettings {
@@ -157,7 +159,7 @@ impl KafkaSettings {
         if !self.ssl_key_password.is_empty() {
             c.set("ssl.key.password", self.ssl_key_password.expose());
         }
-        if role != ClientRole::StateReader {
+        if !matches!(role, ClientRole::StateReader | ClientRole::Admin) {
             // Lag and broker state for the metrics and readiness; the short-lived state reader has none.
             c.set(
                 "statistics.interval.ms",
@@ -203,6 +205,7 @@ impl KafkaSettings {
                     c.set("auto.offset.reset", "earliest");
                 }
             }
+            ClientRole::Admin => {}
             ClientRole::FenceWriter => {
                 c.set("enable.idempotence", "false");
                 c.set("acks", "all");
@@ -333,6 +336,8 @@ pub struct StateSettings {
     pub resident_cases: usize,
     /// Where those files are made (an emptyDir in Kubernetes). Each is unlinked once opened.
     pub spill_dir: std::path::PathBuf,
+    /// Whether start-up checks that the state topic's `cleanup.policy` is `compact`.
+    pub check_compaction: bool,
 }
 
 impl StateSettings {

@@ -57,17 +57,31 @@ impl Broker {
     }
 
     pub fn start() -> Broker {
+        let port = free_port();
+        Broker::start_advertising(port, port)
+    }
+
+    /// A broker behind a [`Relay`]: it advertises the relay's address, so every client connects
+    /// through it once it has read the metadata, and the relay can cut them all off.
+    pub fn start_behind_relay() -> (Broker, Relay) {
+        let (port, relay_port) = (free_port(), free_port());
+        let broker = Broker::start_advertising(port, relay_port);
+        let relay = Relay::start(relay_port, port);
+        (broker, relay)
+    }
+
+    fn start_advertising(port: u16, advertised: u16) -> Broker {
         let bin = tansu_bin();
         assert!(bin.exists(), "the Tansu broker is not installed at {}; run `bash scripts/broker.sh install` (scripts/test.sh does)", bin.display());
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(&bin)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ])
@@ -91,16 +105,25 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(name, partitions, &[])
+    }
+
+    /// Creates a topic with topic configurations (`cleanup.policy`, …).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+        let mut args = vec![
+            "topic".to_string(),
+            "create".into(),
+            name.into(),
+            "--partitions".into(),
+            partitions.to_string(),
+            "--broker".into(),
+            format!("tcp://127.0.0.1:{}", self.port),
+        ];
+        for (key, value) in configs {
+            args.extend(["--config".into(), format!("{key}={value}")]);
+        }
         let out = Command::new(tansu_bin())
-            .args([
-                "topic",
-                "create",
-                name,
-                "--partitions",
-                &partitions.to_string(),
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-            ])
+            .args(&args)
             .output()
             .expect("run tansu topic create");
         assert!(
@@ -110,7 +133,8 @@ impl Broker {
         );
     }
 
-    /// Creates every topic of the default configuration: inputs with 3 partitions, cases and state with 4.
+    /// Creates every topic of the default configuration: inputs with 3 partitions, cases and state
+    /// with 4, the state topic compacted (start-up checks it).
     pub fn create_pipeline_topics(&self) {
         let topics = Topics::new(&Settings::defaults().topics);
         for t in topics.all() {
@@ -119,8 +143,90 @@ impl Broker {
             } else {
                 3
             };
-            self.create_topic(t, partitions);
+            if t == topics.state {
+                self.create_topic_with(t, partitions, &[("cleanup.policy", "compact")]);
+            } else {
+                self.create_topic(t, partitions);
+            }
         }
+    }
+}
+
+/// A TCP relay on loopback in front of a broker. [`Relay::cut`] is an outage as clients meet a
+/// broker restart or a network partition: every connection closed, requests in flight lost, new
+/// connections closed at once; [`Relay::restore`] ends it. (Stopping the broker process instead
+/// leaves the requests sent meanwhile in its socket buffers, and it answers them when it goes on:
+/// a consumer closed during the outage then heartbeats after its death.)
+pub struct Relay {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(port: u16, to: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the relay");
+        listener.set_nonblocking(true).unwrap();
+        let relay = Relay {
+            port,
+            down: Default::default(),
+            stop: Default::default(),
+            open: Default::default(),
+        };
+        let (down, stop, open) = (relay.down.clone(), relay.stop.clone(), relay.open.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                if down.load(Ordering::Relaxed) {
+                    continue; // dropped: closed at once
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(broker) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let mut streams = open.lock().unwrap();
+                streams.push(client.try_clone().unwrap());
+                streams.push(broker.try_clone().unwrap());
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), broker.try_clone().unwrap()),
+                    (broker, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        relay
+    }
+
+    /// Closes every connection and refuses new ones until [`Relay::restore`].
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -264,6 +370,8 @@ fn reader(bootstrap: &str) -> BaseConsumer {
 pub struct Read {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// The record had no value at all (a tombstone), not an empty one.
+    pub null_value: bool,
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -272,6 +380,7 @@ impl Read {
         Read {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().unwrap_or_default().to_vec(),
+            null_value: m.payload().is_none(),
             headers: m
                 .headers()
                 .map(|hs| {
@@ -411,7 +520,15 @@ pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Read>
 
 /// The commands the pure engine decides for `events`, by command id: what the pipeline must emit.
 pub fn expected_commands(events: &[ChangeEvent]) -> BTreeMap<String, Cmd> {
-    let engine = Engine::new(EngineConfig::defaults());
+    expected_commands_with(EngineConfig::defaults(), events)
+}
+
+/// Like [`expected_commands`], under `config`.
+pub fn expected_commands_with(
+    config: EngineConfig,
+    events: &[ChangeEvent],
+) -> BTreeMap<String, Cmd> {
+    let engine = Engine::new(config);
     let mut state = EngineState::default();
     let mut out = BTreeMap::new();
     for e in events {
@@ -687,6 +804,24 @@ impl InProcess {
         outcome.expect("the connector stops cleanly")
     }
 
+    /// Waits up to `within` for it to stop by itself (panics if it does not) and returns how it
+    /// ended.
+    pub async fn ends_by_itself(
+        self,
+        within: Duration,
+    ) -> Result<std::sync::Arc<partner_sync::runtime::Stats>, partner_sync::runtime::RuntimeError>
+    {
+        let deadline = Instant::now() + within;
+        while !self.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the connector was still running after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.handle.await.expect("the connector task panicked")
+    }
+
     /// Asks it to shut down (if still running) and returns how it ended.
     pub async fn stop(
         self,
@@ -695,4 +830,57 @@ impl InProcess {
         let _ = self.stop.send(());
         self.handle.await.expect("the connector task panicked")
     }
+}
+
+/// Every record of the default dead-letter topic ([`read_to_end`]).
+pub fn dead_letters(bootstrap: &str) -> Vec<Read> {
+    let topics = Topics::new(&Settings::defaults().topics);
+    read_to_end(bootstrap, &topics.dead_letters, Duration::from_secs(30))
+}
+
+/// Starts the connector again and checks it is still running after 4 s, then stops it: a restart
+/// reads on from the committed offsets and does not stop on a record already handled.
+pub async fn assert_a_restart_runs(settings: Settings) {
+    let again = InProcess::start(settings);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!again.is_finished(), "the restarted connector runs");
+    again
+        .stop()
+        .await
+        .expect("the restarted connector stops cleanly");
+}
+
+/// librdkafka's mock cluster of `brokers` brokers with every topic of the default configuration
+/// (inputs with 3 partitions, cases and state with 4), for the faults only it can inject.
+pub fn mock_cluster(
+    brokers: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = rdkafka::mocking::MockCluster::new(brokers).expect("a mock cluster");
+    let topics = Topics::new(&Settings::defaults().topics);
+    for t in topics.all() {
+        let partitions = if t == topics.cases || t == topics.state {
+            4
+        } else {
+            3
+        };
+        cluster.create_topic(t, partitions, 1).unwrap();
+    }
+    cluster
+}
+
+/// A producer that may send records of several MiB (librdkafka's own bound is 1,000,000 bytes).
+pub fn large_record_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.max.bytes", "16000000")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap()
+}
+
+/// `len` bytes of noise (not Avro, not anything).
+pub fn noise(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
 }

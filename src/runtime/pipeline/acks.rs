@@ -3,6 +3,7 @@
 //! of records finished (at-least-once; see [`crate::runtime::tracker`]).
 
 use rdkafka::consumer::Consumer;
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -11,6 +12,7 @@ use super::{At, Pipeline, RuntimeError, StateRecord};
 use crate::engine::SourceRecord;
 use crate::model::Command;
 use crate::registry::wire;
+use crate::runtime::client_error::{self, ErrorClass};
 use crate::runtime::dead_letter::DeadLetter;
 use crate::runtime::kafka::{self, Delivery, OutRecord, Phase, Token};
 use crate::runtime::trace;
@@ -118,7 +120,10 @@ impl Pipeline {
             partition: None,
             key: dl.source.key(),
             // Left out when too large to carry (its size and digest are in the headers).
-            value: dl.dropped_value.is_none().then(|| dl.source.value()),
+            value: match dl.dropped_value {
+                None => dl.source.value_or_null(),
+                Some(_) => None,
+            },
             headers: &headers,
         };
         self.send_out(out, token).await
@@ -145,7 +150,8 @@ impl Pipeline {
             value: Some(&framed),
             headers,
         };
-        self.send_out(out, token).await?;
+        self.send_out_explained(out, token, || too_large(command, framed.len()))
+            .await?;
         self.stats.produced(topic);
         Ok(())
     }
@@ -156,9 +162,43 @@ impl Pipeline {
         out: OutRecord<'_>,
         token: Token,
     ) -> Result<(), RuntimeError> {
-        kafka::send(&self.producer, out, token)
-            .await
-            .map_err(|e| self.send_error(e))
+        self.send_out_explained(out, token, String::new).await
+    }
+
+    /// [`Self::send_out`]; a record refused as the record's own fault has `explain()` added to
+    /// the refusal's message (what the record is, what made it large).
+    async fn send_out_explained(
+        &self,
+        out: OutRecord<'_>,
+        token: Token,
+        explain: impl FnOnce() -> String,
+    ) -> Result<(), RuntimeError> {
+        match kafka::send(&self.producer, out, token).await {
+            Ok(()) => Ok(()),
+            // The record itself can never be written (too large for `message.max.bytes`): its
+            // refusal is handled as a broker's would be, through the delivery reports, so the
+            // tracker sees one path for both.
+            Err(refused)
+                if self.txn.is_none()
+                    && client_error::classify(refused.code) == ErrorClass::Record =>
+            {
+                let explained = explain();
+                let message = if explained.is_empty() {
+                    refused.message
+                } else {
+                    format!("{}: {explained}", refused.message)
+                };
+                let refusal = Delivery {
+                    token,
+                    error: Some((refused.code, message)),
+                    partition: -1,
+                    offset: -1,
+                };
+                let _ = self.producer.context().deliveries.send(refusal);
+                Ok(())
+            }
+            Err(refused) => Err(self.send_error(refused)),
+        }
     }
 
     /// Handles `first` and every delivery report already waiting (up to a bound), then moves each
@@ -192,13 +232,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Records one delivery report; returns the input partition to move forward, if any.
+    /// Records one delivery report; returns the input partition to move forward, if any. A
+    /// failed delivery takes the path of its class ([`client_error`]): the record's own fault
+    /// makes it a dead letter, anything else ends this run of the pipeline (to start again, or to
+    /// stop with what to fix).
     async fn acknowledge(&mut self, d: Delivery) -> Result<Option<u32>, RuntimeError> {
         let Token { tp, seq, phase } = d.token;
         match phase {
             Phase::ExpiryOutput | Phase::ExpiryState => {
-                if let Some((_, msg)) = d.error {
-                    return Err(RuntimeError::Produce(format!(
+                if let Some((code, msg)) = d.error {
+                    return Err(RuntimeError::from_client(code, format!(
                         "writing an expired event's dead letter, an alert that came due, or their state failed: {msg}"
                     )));
                 }
@@ -208,8 +251,8 @@ impl Pipeline {
                 return Ok(None);
             }
             Phase::Fence => {
-                if let Some((_, msg)) = d.error {
-                    return Err(RuntimeError::Produce(format!(
+                if let Some((code, msg)) = d.error {
+                    return Err(RuntimeError::from_client(code, format!(
                         "writing a fence to cases partition {} failed, so records held for it cannot be applied: {msg}",
                         d.partition
                     )));
@@ -235,29 +278,37 @@ impl Pipeline {
             return Ok(None);
         }
         if let Some((code, msg)) = d.error {
-            let too_large = matches!(
-                code,
-                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage
-            );
-            match (
-                phase,
-                too_large,
-                self.trackers.get(&tp).and_then(|t| t.source(seq)).cloned(),
-            ) {
-                (Phase::One, true, Some(source)) => {
+            if client_error::classify(code) != ErrorClass::Record {
+                return Err(RuntimeError::from_client(
+                    code,
+                    format!("an output could not be delivered: {msg}"),
+                ));
+            }
+            let Some(source) = self.trackers.get(&tp).and_then(|t| t.source(seq)).cloned() else {
+                return Err(RuntimeError::Produce(format!(
+                    "an output was refused and its record is no longer known: {msg}"
+                )));
+            };
+            match phase {
+                // A command refused: the record that made it becomes a dead letter. A state entry
+                // refused: the record is dead-lettered too, so replaying it after the cause is
+                // fixed writes the entry; this run keeps the state in memory.
+                Phase::One | Phase::Two => {
                     let dl = DeadLetter::from_produce(source, msg);
                     self.add_dead_letter(tp, seq, dl, None).await?;
                 }
                 // The dead letter itself was too large for the dead-letter topic: once more,
-                // without the value (its size and digest in headers). Refused again, nothing
-                // smaller is left to write.
-                (Phase::DeadLetter, true, Some(source)) if self.valueless.insert((tp, seq)) => {
+                // without the value (its size and digest in headers).
+                Phase::DeadLetter if self.valueless.insert((tp, seq)) => {
                     let dl = DeadLetter::from_produce(source, msg).without_value();
                     self.add_dead_letter(tp, seq, dl, None).await?;
                 }
+                // Refused again without its value: nothing smaller is left to write, and the
+                // dead-letter topic refusing a few hundred bytes of headers is a setup fault.
                 _ => {
-                    return Err(RuntimeError::Produce(format!(
-                        "an output could not be delivered and librdkafka gave up retrying: {msg}"
+                    return Err(RuntimeError::Kafka(format!(
+                        "the dead-letter topic {} refused a dead letter without its value: {msg}. Check the topic's max.message.bytes and its policies",
+                        self.topics.dead_letters
                     )))
                 }
             }
@@ -351,5 +402,61 @@ impl Pipeline {
 
     pub(super) fn store(&self, tpl: &TopicPartitionList) -> bool {
         self.consumer.store_offsets(tpl).is_ok()
+    }
+}
+
+/// What a person needs to know about a command too large to write: which command, how large, and
+/// the field that made it so.
+fn too_large(command: &Command, size: usize) -> String {
+    let largest = serde_json::to_value(command).ok().and_then(|value| {
+        let fields = value
+            .as_object()?
+            .values()
+            .find_map(|v| v.as_object())?
+            .clone();
+        fields
+            .into_iter()
+            .filter_map(|(name, v)| Some((v.as_str()?.len(), name)))
+            .max()
+    });
+    let kind = command.kind().as_str();
+    match largest {
+        Some((bytes, field)) => format!(
+            "the {kind} command {} is {size} bytes encoded; its largest field, {field}, is {bytes} bytes. \
+             Shorten the template or mapping that fills {field}, or raise message.max.bytes (kafka.extra) and the topic's max.message.bytes",
+            command.command_id()
+        ),
+        None => format!(
+            "the {kind} command {} is {size} bytes encoded. Raise message.max.bytes (kafka.extra) and the topic's max.message.bytes",
+            command.command_id()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_large;
+    use crate::model::{Command, LeadNote, LeadUpsert};
+
+    #[test]
+    fn a_command_too_large_is_named_with_its_largest_field() {
+        let note = Command::LeadNote(Box::new(LeadNote {
+            command_id: "note-1".into(),
+            notetext: "x".repeat(2_000),
+            ..LeadNote::default()
+        }));
+        let said = too_large(&note, 2_100);
+        assert!(
+            said.contains("lead_note command note-1 is 2100 bytes")
+                && said.contains("its largest field, notetext, is 2000 bytes"),
+            "{said}"
+        );
+        let lead = LeadUpsert {
+            command_id: "lead-1".into(),
+            description: Some("y".repeat(3_000)),
+            ..LeadUpsert::default()
+        };
+        let said = too_large(&Command::LeadUpsert(Box::new(lead)), 3_100);
+        assert!(said.contains("description, is 3000 bytes"), "{said}");
     }
 }

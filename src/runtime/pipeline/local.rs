@@ -42,7 +42,7 @@ pub(crate) async fn warm_up(
     let started = Instant::now();
     let sent = send_fence_to(&producer, cases, 0, "start", std::process::id().into()).await;
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "Could not write the start-up fence; going on.");
+        tracing::warn!(error = %e.message, "Could not write the start-up fence; going on.");
         return None;
     }
     // Polled, not `flush`ed: librdkafka's flush noticed the acknowledgement only at its next
@@ -101,7 +101,7 @@ async fn send_fence_to(
     partition: i32,
     writer: &str,
     number: u64,
-) -> Result<(), String> {
+) -> Result<(), kafka::Refused> {
     let headers = [(
         H_FENCE.to_string(),
         format!("{writer}/{number}").into_bytes(),

@@ -12,6 +12,7 @@ use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
 use super::{Pipeline, RuntimeError};
+use crate::runtime::kafka;
 
 /// The open Kafka transaction of the exactly-once mode.
 #[derive(Default)]
@@ -30,14 +31,15 @@ impl Pipeline {
         self
     }
 
-    /// A record could not be queued. At-least-once: stop (nothing after it may be committed).
-    /// Exactly-once: the transaction is unusable; abort it and process its records again.
-    pub(super) fn send_error(&self, e: String) -> RuntimeError {
+    /// A record could not be queued, for a reason that is not the record's own (those become
+    /// delivery failures, see [`Pipeline::send_out`]). Exactly-once: the transaction is unusable;
+    /// abort it and process its records again. At-least-once: by its class
+    /// ([`crate::runtime::client_error`]), start again from the committed offsets, or stop.
+    pub(super) fn send_error(&self, e: kafka::Refused) -> RuntimeError {
         if self.txn.is_some() {
-            RuntimeError::Abort(e)
-        } else {
-            RuntimeError::Produce(e)
+            return RuntimeError::Abort(e.message);
         }
+        RuntimeError::from_client(e.code, e.message)
     }
 
     /// Handles the result of one step: an abort request in exactly-once mode aborts and rejoins.
