@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
 use super::client_error::{self, ErrorClass};
-use super::kafka::ConsumerCtx;
+use super::kafka::{ConsumerCtx, RefusedLogin};
 use super::{RuntimeError, Topics};
 use crate::registry::RegistryClient;
 use crate::settings::{ClientRole, KafkaSettings};
@@ -48,10 +48,19 @@ pub(super) fn check_topics(
     consumer: &StreamConsumer<ConsumerCtx>,
     topics: &Topics,
     bootstrap: &str,
+    refused_login: &RefusedLogin,
 ) -> Result<i32, RuntimeError> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(15))
         .map_err(|e| {
+            // A refused login makes the request fail as a transport failure or a timeout; the
+            // clients' error callbacks saw the reason.
+            if let Some((code, reason)) = refused_login.last() {
+                return RuntimeError::from_client(
+                    code,
+                    format!("the brokers at {bootstrap} refused the login: {reason}"),
+                );
+            }
             let code = e
                 .rdkafka_error_code()
                 .unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown);

@@ -82,6 +82,7 @@ pub struct Delivery {
 pub struct ProducerCtx {
     pub deliveries: UnboundedSender<Delivery>,
     pub stats: Arc<Stats>,
+    pub refused_login: Arc<RefusedLogin>,
 }
 
 impl ClientContext for ProducerCtx {
@@ -95,6 +96,7 @@ impl ClientContext for ProducerCtx {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.stats.set_producer_up(false);
         }
+        self.refused_login.note(&error, reason);
         log_client_error("producer", error, reason);
     }
 }
@@ -222,6 +224,33 @@ pub struct ConsumerCtx {
     /// cases partitions pauses its input partitions until their fences are back (see
     /// [`ConsumerCtx::post_rebalance`]).
     pub fence_first: Option<String>,
+    pub refused_login: Arc<RefusedLogin>,
+}
+
+/// The last login the brokers refused (SASL or TLS), as librdkafka reported it to a client's error
+/// callback: a metadata request that fails meanwhile only says "transport failure" or "timed
+/// out". Shared by the clients of one run; the producer's callbacks are served at once by its own
+/// thread, the consumer's only while it is polled.
+#[derive(Debug, Default)]
+pub struct RefusedLogin(Mutex<Option<(RDKafkaErrorCode, String)>>);
+
+impl RefusedLogin {
+    /// Keeps `error` if it is a refused login.
+    fn note(&self, error: &KafkaError, reason: &str) {
+        if let Some(
+            code @ (RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL),
+        ) = error.rdkafka_error_code()
+        {
+            *self.0.lock().expect("refused login") = Some((code, reason.to_string()));
+        }
+    }
+
+    /// The last login refused, if any.
+    pub fn last(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.0.lock().expect("refused login").clone()
+    }
 }
 
 impl ClientContext for ConsumerCtx {
@@ -239,6 +268,7 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.refused_login.note(&error, reason);
         log_client_error("consumer", error, reason);
     }
 }

@@ -437,9 +437,11 @@ async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, Runtime
             format!("{}-{instance}", settings.kafka.group_id),
         );
     }
+    let refused_login = Arc::new(kafka::RefusedLogin::default());
     let context = ProducerCtx {
         deliveries: tx,
         stats: stats.clone(),
+        refused_login: refused_login.clone(),
     };
     let producer: Arc<PipelineProducer> = Arc::new(
         PipelineProducer::create(&producer_config, context, "producer events")
@@ -458,6 +460,7 @@ async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, Runtime
                 stats: stats.clone(),
                 fence_first: (!transactional && settings.delivery.local_apply)
                     .then(|| topics.cases.clone()),
+                refused_login: refused_login.clone(),
             })
             .map_err(|e| RuntimeError::Kafka(format!("cannot create the consumer: {e}")))?,
     );
@@ -467,7 +470,10 @@ async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, Runtime
         let consumer = consumer.clone();
         let topics = topics.clone();
         let bootstrap = settings.kafka.bootstrap_servers.clone();
-        tokio::task::spawn_blocking(move || checks::check_topics(&consumer, &topics, &bootstrap))
+        let refused_login = refused_login.clone();
+        tokio::task::spawn_blocking(move || {
+            checks::check_topics(&consumer, &topics, &bootstrap, &refused_login)
+        })
     };
     let registry = building
         .await

@@ -71,11 +71,29 @@ impl Broker {
     }
 
     fn start_advertising(port: u16, advertised: u16) -> Broker {
+        Broker::spawn(port, advertised, "memory://tansu/", None, &[])
+    }
+
+    /// A broker on `port` whose storage is a SQLite file in `dir`, so a later broker on the same
+    /// port and directory (with other flags, such as `--authentication`) carries on with the same
+    /// topics, records and users.
+    pub fn start_persistent(dir: &std::path::Path, port: u16, flags: &[&str]) -> Broker {
+        Broker::spawn(port, port, "sqlite://tansu.db", Some(dir), flags)
+    }
+
+    fn spawn(
+        port: u16,
+        advertised: u16,
+        storage: &str,
+        dir: Option<&std::path::Path>,
+        flags: &[&str],
+    ) -> Broker {
         let bin = tansu_bin();
         assert!(bin.exists(), "the Tansu broker is not installed at {}; run `bash scripts/broker.sh install` (scripts/test.sh does)", bin.display());
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{advertised}");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .args([
                 "broker",
                 "--listener-url",
@@ -83,12 +101,15 @@ impl Broker {
                 "--advertised-listener-url",
                 &advertised,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ])
+            .args(flags)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
+            .stderr(Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let child = command.spawn().expect("start tansu");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -106,6 +127,29 @@ impl Broker {
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
         self.create_topic_with(name, partitions, &[])
+    }
+
+    /// Creates a SCRAM-SHA-256 user (before `--authentication` is on: Tansu 0.6's own client
+    /// cannot log in).
+    pub fn create_user(&self, name: &str, password: &str) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "user",
+                "create",
+                "--mechanism",
+                "scram256",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                name,
+                password,
+            ])
+            .output()
+            .expect("run tansu user create");
+        assert!(
+            out.status.success(),
+            "creating user {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Creates a topic with topic configurations (`cleanup.policy`, …).
