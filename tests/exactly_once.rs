@@ -24,6 +24,23 @@ fn cluster() -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::Defaul
     mock_cluster(3)
 }
 
+/// Stops `connector` once every expected command arrived, and checks each arrived once.
+async fn each_once(
+    connector: InProcess,
+    bootstrap: &str,
+    expected: &std::collections::BTreeMap<String, partner_sync::model::Command>,
+) -> std::sync::Arc<partner_sync::runtime::Stats> {
+    let (seen, total) =
+        block_in_place(|| collect_commands(bootstrap, expected, Duration::from_secs(90)));
+    let stats = connector.stop_expecting(expected, &seen).await;
+    assert_eq!(
+        total,
+        expected.len(),
+        "exactly once: no command record twice"
+    );
+    stats
+}
+
 fn eos_settings(bootstrap: &str, registry_url: &str, group: &str) -> Settings {
     // The mock cluster does not answer DescribeConfigs (its state topic is made here).
     let eos = "[delivery]\nguarantee = \"exactly_once\"\ncommit_interval_ms = 100\n[state]\ncheck_compaction = false\n";
@@ -46,14 +63,7 @@ async fn transactions_deliver_every_command_exactly_once_in_a_clean_run() {
             connector.stop().await.err()
         );
     }
-    let (seen, total) =
-        block_in_place(|| collect_commands(&bootstrap, &expected, Duration::from_secs(90)));
-    let stats = connector.stop_expecting(&expected, &seen).await;
-    assert_eq!(
-        total,
-        expected.len(),
-        "exactly once: no command record twice"
-    );
+    let stats = each_once(connector, &bootstrap, &expected).await;
     assert!(
         stats.value(names::COMMITS, &[]) > 0,
         "transactions were committed: {}",
@@ -106,5 +116,46 @@ async fn an_abortable_transaction_error_aborts_and_the_connector_keeps_committin
         stats.value(names::COMMITS, &[]) > 0,
         "later transactions committed: {}",
         stats.summary()
+    );
+}
+
+/// An output the client refuses to queue (too large) does not abort the transaction: nothing of
+/// it entered the transaction, so its record becomes a dead letter inside it and the rest
+/// commits. (Aborting would process the record again and be refused again, for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_too_large_becomes_a_dead_letter_inside_the_transaction() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let (registry, ids) = registry().await;
+    let settings = Settings::from_layers(
+        &[
+            &config_toml(&bootstrap, &registry.url(), "eos-large"),
+            "[delivery]\nguarantee = \"exactly_once\"\ncommit_interval_ms = 100\n[state]\ncheck_compaction = false\n",
+            REPEATED_COMMENTS,
+        ],
+        false,
+    )
+    .unwrap();
+    let config = EngineConfig::compile(&settings).unwrap();
+    let story = story::generate(73, 6, &config, START_MS).clean();
+    let events: Vec<_> =
+        std::iter::once(prospect_with_comments(&story, "PR-LARGE-NOTE", 600 * 1024))
+            .chain(story)
+            .collect();
+    let expected = writable(expected_commands_with(config, &events));
+    produce(&producer(&bootstrap), &ids, &events).await;
+    let connector = InProcess::start(settings);
+    let stats = each_once(connector, &bootstrap, &expected).await;
+    let dead = block_in_place(|| dead_letters(&bootstrap));
+    assert_eq!(dead.len(), 1, "the prospect whose note is too large");
+    assert_eq!(dead[0].key.as_deref(), Some(b"PR-LARGE-NOTE".as_slice()));
+    assert_eq!(
+        dead[0].header("partnersync.errors.reason").as_deref(),
+        Some("output_rejected")
+    );
+    assert_eq!(
+        stats.value(names::COMMIT_FAILURES, &[]),
+        0,
+        "no transaction was aborted for it"
     );
 }

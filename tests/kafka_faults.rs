@@ -204,7 +204,7 @@ async fn sigterm_finishes_in_flight_records_and_exits_cleanly_within_the_budget(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kills_over_a_backlog_mixed_with_oversized_and_poison_records_lose_no_command_and_stop_for_none(
 ) {
-    use partner_sync::model::{Command as Cmd, SourceKind};
+    use partner_sync::model::SourceKind;
     use partner_sync::runtime::Topics;
     use partner_sync::settings::Settings;
     use rdkafka::producer::FutureRecord;
@@ -213,35 +213,19 @@ async fn repeated_kills_over_a_backlog_mixed_with_oversized_and_poison_records_l
     broker.create_pipeline_topics();
     let (registry, ids) = registry().await;
     let topics = Topics::new(&Settings::defaults().topics);
-    // A note that repeats the comments: a prospect with 600 KiB of comments makes a note over
-    // the producer's 1,000,000-byte bound (an oversized output).
     let config = format!(
-        "{}\n[lead]\nnote_text = \"{{Comments}} / {{Comments}}\"\n",
+        "{}\n{REPEATED_COMMENTS}",
         config_toml(&broker.bootstrap(), &registry.url(), "mixed")
     );
     let settings = Settings::from_layers(&[&config], false).unwrap();
     let engine_config = EngineConfig::compile(&settings).unwrap();
     let story = story::generate(71, 120, &engine_config, START_MS).clean();
-    let mut large_output = story
-        .iter()
-        .find_map(|e| match e {
-            ChangeEvent::Prospect(c) => Some(c.clone()),
-            _ => None,
-        })
-        .unwrap();
-    large_output.record.prospect_id = "PR-LARGE-NOTE".into();
-    large_output.header.change_id = "PR-LARGE-NOTE-created".into();
-    large_output.record.comments = Some("x".repeat(600 * 1024));
-    // A requester of its own (sharing one would make the outcome depend on which is read first).
-    large_output.record.primary_email_address = Some("large-note@large.example".into());
-    let large_output = ChangeEvent::Prospect(large_output);
     let mut events = story.clone();
-    events.insert(events.len() / 3, large_output);
-    let decided = expected_commands_with(engine_config, &events);
-    let expected: std::collections::BTreeMap<String, Cmd> = decided
-        .into_iter()
-        .filter(|(_, c)| !matches!(c, Cmd::LeadNote(n) if n.notetext.len() > 1_000_000))
-        .collect();
+    events.insert(
+        events.len() / 3,
+        prospect_with_comments(&story, "PR-LARGE-NOTE", 600 * 1024),
+    );
+    let expected = writable(expected_commands_with(engine_config, &events));
 
     // The bad records, keyed by what each is: 2 MiB of noise (an oversized input), a
     // tombstone, and bytes that are not Avro, spread through the backlog.

@@ -99,6 +99,11 @@ pub enum RuntimeError {
     /// again after a back-off instead of stopping.
     #[error("{0}")]
     Retriable(String),
+    /// Exactly-once only: the client refused to queue a command as the record's own fault (too
+    /// large); the transaction is still good, and the record becomes a dead letter in it
+    /// (handled where commands are sent).
+    #[error("{0}")]
+    RecordRefused(String),
 }
 
 impl RuntimeError {

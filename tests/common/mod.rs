@@ -928,3 +928,34 @@ pub fn noise(len: usize) -> Vec<u8> {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect()
 }
+
+/// A note template that repeats the prospect's comments: a prospect with 600 KiB of comments
+/// (under the 768 KiB input bound) makes a note over librdkafka's 1,000,000-byte
+/// `message.max.bytes`, an output too large to write.
+pub const REPEATED_COMMENTS: &str = "[lead]\nnote_text = \"{Comments} / {Comments}\"\n";
+
+/// The first prospect of `events`, renamed `id`, with `comments` of `size` bytes and a requester
+/// of its own (sharing one would make two prospects a duplicate pair, decided by which of them,
+/// on different partitions, is read first).
+pub fn prospect_with_comments(events: &[ChangeEvent], id: &str, size: usize) -> ChangeEvent {
+    let mut change = events
+        .iter()
+        .find_map(|e| match e {
+            ChangeEvent::Prospect(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the story has a prospect");
+    change.record.prospect_id = id.into();
+    change.header.change_id = format!("{id}-created");
+    change.record.comments = Some("x".repeat(size));
+    change.record.primary_email_address = Some(format!("{}@large.example", id.to_lowercase()));
+    ChangeEvent::Prospect(change)
+}
+
+/// The commands of `decided` that can be written: all but the notes over 1,000,000 bytes.
+pub fn writable(decided: BTreeMap<String, Cmd>) -> BTreeMap<String, Cmd> {
+    decided
+        .into_iter()
+        .filter(|(_, c)| !matches!(c, Cmd::LeadNote(n) if n.notetext.len() > 1_000_000))
+        .collect()
+}

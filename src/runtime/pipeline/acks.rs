@@ -175,19 +175,20 @@ impl Pipeline {
     ) -> Result<(), RuntimeError> {
         match kafka::send(&self.producer, out, token).await {
             Ok(()) => Ok(()),
-            // The record itself can never be written (too large for `message.max.bytes`): its
-            // refusal is handled as a broker's would be, through the delivery reports, so the
-            // tracker sees one path for both.
-            Err(refused)
-                if self.txn.is_none()
-                    && client_error::classify(refused.code) == ErrorClass::Record =>
-            {
+            // The record itself can never be written (too large for `message.max.bytes`).
+            // At-least-once: its refusal is handled as a broker's would be, through the delivery
+            // reports, so the tracker sees one path for both. Exactly-once: nothing entered the
+            // transaction, which stays good; the caller dead-letters the record in it.
+            Err(refused) if client_error::classify(refused.code) == ErrorClass::Record => {
                 let explained = explain();
                 let message = if explained.is_empty() {
                     refused.message
                 } else {
                     format!("{}: {explained}", refused.message)
                 };
+                if self.txn.is_some() {
+                    return Err(RuntimeError::RecordRefused(message));
+                }
                 let refusal = Delivery {
                     token,
                     error: Some((refused.code, message)),

@@ -190,10 +190,16 @@ impl Pipeline {
             trace::output_headers(&source.headers, &change_id).0
         };
         let mut sent = 0;
+        let mut refused = None; // exactly-once: a command the client would not queue
         for command in &decision.commands {
-            self.send_command(command, &out_headers, Token::one(tp, seq))
-                .await?;
-            sent += 1;
+            match self
+                .send_command(command, &out_headers, Token::one(tp, seq))
+                .await
+            {
+                Ok(()) => sent += 1,
+                Err(RuntimeError::RecordRefused(message)) => refused = Some(message),
+                Err(e) => return Err(e),
+            }
         }
         // A copy of the record only for the rare rejection; the tracker keeps the record itself.
         let rejected = match &decision.disposition {
@@ -204,7 +210,11 @@ impl Pipeline {
             )),
             _ => None,
         };
+        let refused = refused.map(|message| DeadLetter::from_produce(source.clone(), message));
         self.begin(tp, seq, at, sent, state_records, source).await?;
+        if let Some(dl) = refused {
+            self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
+        }
         if let Some(dl) = rejected {
             self.add_dead_letter(tp, seq, dl, Some(&change_id)).await?;
         }
