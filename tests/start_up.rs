@@ -130,3 +130,48 @@ async fn sigterm_during_a_start_up_that_cannot_finish_exits_cleanly() {
         block_in_place(|| read_to_end(&broker.bootstrap(), &cases, Duration::from_secs(10)));
     assert!(written.is_empty(), "nothing written to {cases}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_no_broker_answers_each_client_condition_is_logged_once_per_interval() {
+    let (registry, _) = registry().await;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let mut connector = Connector::spawn(
+        &config_toml(&nowhere, &registry.url(), "unreachable"),
+        "unreachable",
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let status = connector
+        .terminate(Duration::from_secs(10))
+        .expect("the connector exits within 10 s of SIGTERM");
+    let log = connector.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let mut conditions = std::collections::BTreeMap::new();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("librdkafka reported an error"))
+    {
+        let line: serde_json::Value = serde_json::from_str(line).expect("JSON log lines");
+        let key = format!(
+            "{}/{}",
+            line["fields"]["client"],
+            line["fields"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .split(" (")
+                .next()
+                .unwrap_or_default()
+        );
+        *conditions.entry(key).or_insert(0) += 1;
+    }
+    assert!(
+        !conditions.is_empty(),
+        "the clients' errors are logged:\n{log}"
+    );
+    for (condition, lines) in &conditions {
+        assert_eq!(
+            *lines, 1,
+            "{condition} logged {lines} times in 8 s, not once per 30 s:\n{log}"
+        );
+    }
+    drop(registry);
+}

@@ -101,9 +101,17 @@ impl ClientContext for ProducerCtx {
     }
 }
 
-/// librdkafka reports most errors as transient and recovers by itself; they are logged as warnings.
+/// librdkafka reports most errors as transient and recovers by itself; they are logged as
+/// warnings, each condition (client and code) at most once per
+/// [`super::repeats::CLIENT_WARNINGS_EVERY`].
 fn log_client_error(client: &str, error: KafkaError, reason: &str) {
-    tracing::warn!(client, error = %error, reason, "librdkafka reported an error; it keeps retrying.");
+    let code = error
+        .rdkafka_error_code()
+        .unwrap_or(RDKafkaErrorCode::Unknown);
+    let key = format!("{client}/{code:?}");
+    if let Some(left_out) = super::repeats::CLIENT_WARNINGS.admit(&key, std::time::Instant::now()) {
+        tracing::warn!(client, error = %error, reason, left_out, "librdkafka reported an error; it keeps retrying.");
+    }
 }
 
 impl ProducerContext for ProducerCtx {

@@ -17,6 +17,7 @@ pub mod order;
 pub mod partitioner;
 pub mod pipeline;
 pub mod quiet_producer;
+pub mod repeats;
 pub mod restore;
 pub mod spill;
 pub mod stats;

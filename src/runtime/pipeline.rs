@@ -314,7 +314,10 @@ impl Pipeline {
                     self.settle(result)?
                 }
                 Event::Message(Err(e)) => {
-                    tracing::warn!(error = %e, "The consumer reported an error; it keeps running.")
+                    let now = Instant::now();
+                    if let Some(left_out) = super::repeats::CLIENT_WARNINGS.admit(&e, now) {
+                        tracing::warn!(error = %e, left_out, "The consumer reported an error; it keeps running.")
+                    }
                 }
                 Event::Commit if self.txn.is_some() => {
                     self.commit_txn()?;
