@@ -481,6 +481,12 @@ async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, Runtime
             checks::check_topics(&consumer, &topics, &bootstrap, &refused_login)
         })
     };
+    // And the state topic's cleanup policy (its answer is awaited after the topics', whose
+    // sentence comes first when the topic is missing).
+    let compaction = settings.state.check_compaction.then(|| {
+        let (kafka, state) = (settings.kafka.clone(), topics.state.clone());
+        tokio::spawn(async move { checks::check_state_compacted(&kafka, &state).await })
+    });
     let registry = building
         .await
         .map_err(|e| RuntimeError::Config(e.to_string()))?
@@ -507,8 +513,10 @@ async fn start(settings: Settings, stats: Arc<Stats>) -> Result<Started, Runtime
     let cases_partitions = checking
         .await
         .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
-    if settings.state.check_compaction {
-        checks::check_state_compacted(&settings.kafka, &topics.state).await?;
+    if let Some(compaction) = compaction {
+        compaction
+            .await
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))??;
     }
     if transactional {
         let p = producer.clone();
