@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== system libraries for librdkafka (OpenSSL, zlib, pkg-config)"
+echo "== system libraries for librdkafka (OpenSSL, pkg-config; zlib is built in, statically)"
 missing=()
-for pkg in libssl-dev zlib1g-dev pkg-config make; do
+for pkg in libssl-dev pkg-config make; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -46,3 +46,6 @@ cargo run --locked --quiet -- test-scenarios tests/scenarios
 
 echo "== deployment: Helm chart (rendered, schema-validated, checkov), alert rules (promtool), Dockerfile"
 bash scripts/check-deploy.sh target/debug/partner-sync
+
+echo "== the image's runtime: the binary starts among the distroless packages, as UID 65532"
+bash scripts/check-image.sh target/debug/partner-sync
