@@ -390,9 +390,19 @@ async fn run_once(
         consumer,
         probe,
     } = started;
+    let producer = pipeline.producer.clone();
     let result = pipeline
         .run(&mut deliveries, stopped(stopping), warming)
         .await;
+    // What the producer still holds belongs to records not committed, which the next run (or
+    // process) writes again. Dropped now, not retried later: the consumer's context holds the
+    // producer too, and its close may outlast the bound below, so a retry could otherwise land
+    // after the next run's writes (an older state entry over a newer one).
+    {
+        use rdkafka::producer::{Producer, PurgeConfig};
+        producer.purge(PurgeConfig::default().queue().inflight());
+    }
+    drop(producer);
     if let Some(probe) = probe {
         probe.abort();
     }
