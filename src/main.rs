@@ -17,7 +17,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     name = "partner-sync",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PARTNER_SYNC_COMMIT"), ")"),
     about = "Syncs B2B partner onboarding between Dynamics 365 Commerce and Sales over Kafka."
 )]
 struct Cli {

@@ -175,3 +175,25 @@ async fn while_no_broker_answers_each_client_condition_is_logged_once_per_interv
     }
     drop(registry);
 }
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_partner-sync"))
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .expect("git: the tests run in a checkout");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(head.len(), 12, "git names HEAD");
+    assert!(
+        version.starts_with(&format!(
+            "partner-sync {} (commit {head}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+}

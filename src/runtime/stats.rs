@@ -242,13 +242,13 @@ impl Stats {
                 "partnersync_build_info",
                 "Always 1; the labels say which build is running.",
             ),
-            &["version"],
+            &["version", "commit"],
         )
         .expect("valid metric");
         r.register(Box::new(build_info.clone()))
             .expect("unique metric");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("PARTNER_SYNC_COMMIT")])
             .set(1);
         #[cfg(target_os = "linux")]
         r.register(Box::new(
@@ -663,6 +663,22 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_build_info_names_the_version_and_the_commit() {
+        let line = Stats::new()
+            .render()
+            .lines()
+            .find(|l| l.starts_with("partnersync_build_info{"))
+            .map(str::to_string)
+            .expect("partnersync_build_info");
+        assert!(
+            line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+                && line.contains(&format!("commit=\"{}\"", env!("PARTNER_SYNC_COMMIT")))
+                && line.ends_with(" 1"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn readiness_names_the_first_missing_piece_and_the_gauge_follows() {
