@@ -32,13 +32,32 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// librdkafka's `security.protocol`, in any case: `sasl_ssl` as here, or `SASL_SSL` as Kafka's own
+/// clients and documents write it. Read from a string, so a wrong value is refused with the
+/// choices, not with the configuration library's words for a Rust enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum SecurityProtocol {
     Plaintext,
     Ssl,
     SaslPlaintext,
     SaslSsl,
+}
+
+impl TryFrom<String> for SecurityProtocol {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<SecurityProtocol, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "plaintext" => Ok(SecurityProtocol::Plaintext),
+            "ssl" => Ok(SecurityProtocol::Ssl),
+            "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
+            "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
+            _ => Err(format!(
+                "\"{text}\" is not a security protocol; use plaintext, ssl, sasl_plaintext or sasl_ssl"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +371,29 @@ impl StateSettings {
 mod tests {
     use super::*;
     use crate::settings::Settings;
+
+    #[test]
+    fn the_security_protocol_is_taken_as_kafka_writes_it_too() {
+        for (written, meant) in [
+            ("SASL_SSL", SecurityProtocol::SaslSsl),
+            ("sasl_ssl", SecurityProtocol::SaslSsl),
+            ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
+            ("SSL", SecurityProtocol::Ssl),
+            ("PLAINTEXT", SecurityProtocol::Plaintext),
+        ] {
+            let text = format!("[kafka]\nsecurity_protocol = \"{written}\"\n");
+            let settings = Settings::from_layers(&[&text], false).expect(written);
+            assert_eq!(settings.kafka.security_protocol, meant, "{written}");
+        }
+        let refused = Settings::from_layers(&["[kafka]\nsecurity_protocol = \"TLS\"\n"], false)
+            .expect_err("an unknown protocol is refused")
+            .to_string();
+        assert!(
+            refused.contains("\"TLS\" is not a security protocol; use plaintext, ssl, sasl_plaintext or sasl_ssl")
+                && !refused.contains("enum"),
+            "the error lists the choices: {refused}"
+        );
+    }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
