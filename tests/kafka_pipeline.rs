@@ -818,11 +818,7 @@ async fn a_start_up_that_cannot_run_writes_nothing_before_it_stops() {
         .to_string();
     for t in topics.all() {
         if t != missing {
-            let partitions = if t == topics.cases || t == topics.state {
-                4
-            } else {
-                3
-            };
+            let partitions = pipeline_partitions(&topics, t);
             broker.create_topic(t, partitions);
         }
     }

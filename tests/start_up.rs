@@ -34,11 +34,7 @@ async fn a_state_topic_that_is_not_compacted_stops_start_up_with_exit_code_2_bef
     let broker = Broker::start();
     let topics = Topics::new(&Settings::defaults().topics);
     for t in topics.all() {
-        let partitions = if t == topics.cases || t == topics.state {
-            4
-        } else {
-            3
-        };
+        let partitions = pipeline_partitions(&topics, t);
         let policy = if t == topics.state {
             "delete"
         } else {
@@ -77,11 +73,7 @@ async fn a_topic_missing_stops_start_up_with_exit_code_2_and_names_it() {
         .into_iter()
         .filter(|t| *t != topics.dead_letters)
     {
-        let partitions = if t == topics.cases || t == topics.state {
-            4
-        } else {
-            3
-        };
+        let partitions = pipeline_partitions(&topics, t);
         broker.create_topic(t, partitions);
     }
     let (registry, _) = registry().await;

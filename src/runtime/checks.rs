@@ -61,9 +61,7 @@ pub(super) fn check_topics(
                     format!("the brokers at {bootstrap} refused the login: {reason}"),
                 );
             }
-            let code = e
-                .rdkafka_error_code()
-                .unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown);
+            let code = client_error::code_of(&e);
             let message = format!(
                 "cannot read the cluster's metadata from {bootstrap} (is kafka.bootstrap_servers right, and the cluster up?): {e}"
             );
@@ -128,9 +126,7 @@ pub(super) async fn check_state_compacted(
         Ok(Some(Err(e))) => return unchecked(e.to_string()),
         Ok(None) => return unchecked("no answer for the topic".into()),
         Err(e) => {
-            let code = e
-                .rdkafka_error_code()
-                .unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown);
+            let code = client_error::code_of(&e);
             return match client_error::classify(code) {
                 ErrorClass::Fatal => Err(RuntimeError::from_client(code, e.to_string())),
                 _ => unchecked(e.to_string()),

@@ -28,6 +28,11 @@ pub enum ErrorClass {
     Fatal,
 }
 
+/// The code of a client error (`Unknown` for one librdkafka gave none, such as a canceled request).
+pub fn code_of(error: &rdkafka::error::KafkaError) -> Code {
+    error.rdkafka_error_code().unwrap_or(Code::Unknown)
+}
+
 /// The class of a client or broker error code.
 pub fn classify(code: Code) -> ErrorClass {
     match code {

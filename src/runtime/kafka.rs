@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::client_error;
 use super::Stats;
 use crate::engine::SourceRecord;
 
@@ -105,10 +106,7 @@ impl ClientContext for ProducerCtx {
 /// warnings, each condition (client and code) at most once per
 /// [`super::repeats::CLIENT_WARNINGS_EVERY`].
 fn log_client_error(client: &str, error: KafkaError, reason: &str) {
-    let code = error
-        .rdkafka_error_code()
-        .unwrap_or(RDKafkaErrorCode::Unknown);
-    let key = format!("{client}/{code:?}");
+    let key = format!("{client}/{:?}", client_error::code_of(&error));
     if let Some(left_out) = super::repeats::CLIENT_WARNINGS.admit(&key, std::time::Instant::now()) {
         tracing::warn!(client, error = %error, reason, left_out, "librdkafka reported an error; it keeps retrying.");
     }
@@ -128,7 +126,7 @@ impl ProducerContext for ProducerCtx {
             Err((e, m)) => Delivery {
                 token: *token,
                 error: Some((
-                    e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown),
+                    client_error::code_of(e),
                     format!("{e} (writing to {})", m.topic()),
                 )),
                 partition: m.partition(),
@@ -202,7 +200,7 @@ pub async fn send(
             }
             Err((e, _)) => {
                 return Err(Refused {
-                    code: e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown),
+                    code: client_error::code_of(&e),
                     message: format!("cannot queue a record for {}: {e}", out.topic),
                 })
             }
@@ -299,18 +297,11 @@ impl ConsumerContext for ConsumerCtx {
                     None => Ok(()),
                 };
                 // A synchronous commit: counted here (librdkafka calls `commit_callback` only for
-                // asynchronous ones).
-                let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => {
-                        self.stats.committed(true);
-                        Ok(())
-                    }
-                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
-                    Err(e) => {
-                        self.stats.committed(false);
-                        Err(e)
-                    }
-                };
+                // asynchronous ones); its failure is in the line below.
+                let committed = count_commit(
+                    &self.stats,
+                    consumer.commit_consumer_state(CommitMode::Sync),
+                );
                 match (flushed, committed) {
                     (Ok(()), Ok(())) => tracing::info!(
                         partitions = tpl.count(),
@@ -337,10 +328,7 @@ impl ConsumerContext for ConsumerCtx {
     /// commit returned before the broker answered, so its failure (a broker down) is known only
     /// here.
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => self.stats.committed(true),
-            Err(e) => commit_failed(&self.stats, &e),
-        }
+        commit_outcome(&self.stats, result);
     }
 
     /// Logs an assignment for the pipeline. When it brings cases partitions and records are
@@ -388,14 +376,27 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-/// Counts and logs a failed commit; "no offset" (nothing stored since the last commit) is no
-/// failure.
-pub fn commit_failed(stats: &Stats, e: &KafkaError) {
-    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) {
-        return;
+/// Counts a commit's outcome, as the broker answered it; returns the failure, if any. "No offset"
+/// (nothing stored since the last commit) is neither a commit nor a failure.
+pub fn count_commit(stats: &Stats, result: KafkaResult<()>) -> KafkaResult<()> {
+    match result {
+        Ok(()) => {
+            stats.committed(true);
+            Ok(())
+        }
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+        Err(e) => {
+            stats.committed(false);
+            Err(e)
+        }
     }
-    stats.committed(false);
-    tracing::warn!(error = %e, "Committing offsets failed; the next commit includes them.");
+}
+
+/// [`count_commit`], with a failure logged.
+pub fn commit_outcome(stats: &Stats, result: KafkaResult<()>) {
+    if let Err(e) = count_commit(stats, result) {
+        tracing::warn!(error = %e, "Committing offsets failed; the next commit includes them.");
+    }
 }
 
 /// A message's timestamp in epoch milliseconds, `i64::MIN` when it has none.

@@ -459,8 +459,7 @@ impl Pipeline {
         // request is sent, and a synchronous commit's answer, are counted here.
         match consumer.commit_consumer_state(mode) {
             Ok(()) if matches!(mode, CommitMode::Async) => {}
-            Ok(()) => self.stats.committed(true),
-            Err(e) => kafka::commit_failed(&self.stats, &e),
+            result => kafka::commit_outcome(&self.stats, result),
         }
         self.stored_since_commit = false;
     }

@@ -182,17 +182,23 @@ impl Broker {
     pub fn create_pipeline_topics(&self) {
         let topics = Topics::new(&Settings::defaults().topics);
         for t in topics.all() {
-            let partitions = if t == topics.cases || t == topics.state {
-                4
-            } else {
-                3
-            };
+            let partitions = pipeline_partitions(&topics, t);
             if t == topics.state {
                 self.create_topic_with(t, partitions, &[("cleanup.policy", "compact")]);
             } else {
                 self.create_topic(t, partitions);
             }
         }
+    }
+}
+
+/// How many partitions the tests give a topic of the default configuration: the inputs 3, the
+/// cases and state topics 4.
+pub fn pipeline_partitions(topics: &Topics, topic: &str) -> u32 {
+    if topic == topics.cases || topic == topics.state {
+        4
+    } else {
+        3
     }
 }
 
@@ -902,12 +908,8 @@ pub fn mock_cluster(
     let cluster = rdkafka::mocking::MockCluster::new(brokers).expect("a mock cluster");
     let topics = Topics::new(&Settings::defaults().topics);
     for t in topics.all() {
-        let partitions = if t == topics.cases || t == topics.state {
-            4
-        } else {
-            3
-        };
-        cluster.create_topic(t, partitions, 1).unwrap();
+        let partitions = pipeline_partitions(&topics, t);
+        cluster.create_topic(t, partitions as i32, 1).unwrap();
     }
     cluster
 }
